@@ -1,0 +1,7 @@
+"""graphattn: self-attention as message passing, with the attention pattern as a graph."""
+from graphattn import patterns
+from graphattn.patterns import Pattern
+
+__version__ = "0.1.0"
+
+__all__ = ["patterns", "Pattern", "__version__"]
