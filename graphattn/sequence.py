@@ -22,7 +22,7 @@ Example::
 """
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 from typing import Optional, Union
 
 import torch
