@@ -1,7 +1,8 @@
 """graphattn: self-attention as message passing, with the attention pattern as a graph."""
 from graphattn import patterns
 from graphattn.patterns import Pattern
+from graphattn.attention import GraphMultiheadAttention
 
 __version__ = "0.1.0"
 
-__all__ = ["patterns", "Pattern", "__version__"]
+__all__ = ["patterns", "Pattern", "GraphMultiheadAttention", "__version__"]
