@@ -338,6 +338,20 @@ class GraphMultiheadAttention(MessagePassing):
 
     # ------------------------------------------------------------------------- forward
 
+    def _check_key_value(self, x, key_value):
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != self.embed_dim:
+            raise ValueError(f"with key_value, x must be the query input [N, {self.embed_dim}], got {getattr(x, 'shape', type(x))}")
+        if not isinstance(key_value, (tuple, list)) or len(key_value) != 2:
+            raise TypeError("key_value must be a pair (keys, values) from project_key_value")
+        k, v = key_value
+        shape = (self.num_heads, self.head_dim)
+        for name, t in (("keys", k), ("values", v)):
+            if not isinstance(t, Tensor) or t.dim() != 3 or tuple(t.shape[1:]) != shape:
+                raise ValueError(f"key_value {name} must have shape [N_k, {shape[0]}, {shape[1]}], got {getattr(t, 'shape', type(t))}")
+        if k.size(0) != v.size(0):
+            raise ValueError(f"key_value keys ({k.size(0)}) and values ({v.size(0)}) must have the same rows")
+        return x, k, v
+
     def _check_inputs(self, x, value):
         if isinstance(x, Tensor):
             x_key = x_query = x
@@ -357,19 +371,34 @@ class GraphMultiheadAttention(MessagePassing):
             raise ValueError(f"value must have one row per key ({x_key.size(0)}), got {value.size(0)}")
         return x_key, x_query, value, x_key is x_query
 
-    def _project(self, x_key: Tensor, x_query: Tensor, value: Tensor):
+    def _weights(self):
         e = self.embed_dim
         if self._qkv_same_embed_dim:
             w_q, w_k, w_v = self.in_proj_weight.split(e)
         else:
             w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
         b_q, b_k, b_v = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.split(e)
+        return (w_q, b_q), (w_k, b_k), (w_v, b_v)
+
+    def _project(self, x_key: Tensor, x_query: Tensor, value: Tensor):
         shape = (-1, self.num_heads, self.head_dim)
         if x_key is x_query and x_key is value and self._qkv_same_embed_dim:
+            # One matmul for the three projections, as nn.MultiheadAttention does.
             q, k, v = F.linear(x_query, self.in_proj_weight, self.in_proj_bias).chunk(3, -1)
-        else:
-            q, k, v = F.linear(x_query, w_q, b_q), F.linear(x_key, w_k, b_k), F.linear(value, w_v, b_v)
-        return q.reshape(shape), k.reshape(shape), v.reshape(shape)  # [N, H, D] each
+            return q.reshape(shape), k.reshape(shape), v.reshape(shape)  # [N, H, D] each
+        (w_q, b_q), _, _ = self._weights()
+        k, v = self.project_key_value(x_key, value)
+        return F.linear(x_query, w_q, b_q).reshape(shape), k, v
+
+    def project_key_value(self, x_key: Tensor, value: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Projected keys and values ``([N_k, H, D], [N_k, H, D])`` of key (and value) inputs.
+
+        Incremental decoding caches these and hands them back through ``forward(key_value=...)``.
+        """
+        _, (w_k, b_k), (w_v, b_v) = self._weights()
+        value = x_key if value is None else value
+        shape = (-1, self.num_heads, self.head_dim)
+        return F.linear(x_key, w_k, b_k).reshape(shape), F.linear(value, w_v, b_v).reshape(shape)
 
     def forward(
         self,
@@ -382,6 +411,7 @@ class GraphMultiheadAttention(MessagePassing):
         ptr: Optional[Tensor] = None,
         key_ptr: Optional[Tensor] = None,
         attn_bias: Optional[Tensor] = None,
+        key_value: Optional[tuple[Tensor, Tensor]] = None,
         return_attention_weights: bool = False,
     ):
         r"""Attend along ``edge_index`` or along the edges of ``pattern`` on the layout ``ptr``.
@@ -399,10 +429,18 @@ class GraphMultiheadAttention(MessagePassing):
             key_ptr (LongTensor, optional): ``[B + 1]`` layout of the keys for cross-attention
                 (default: ``ptr`` for self-attention, one example otherwise).
             attn_bias (Tensor, optional): ``[E, num_heads]`` added to the scores.
+            key_value ((Tensor, Tensor), optional): keys and values already projected
+                (:meth:`project_key_value`), ``[N_k, H, D]`` each; ``x`` is then the query
+                input alone and attention is cross-attention (``key_ptr`` gives their layout).
             return_attention_weights (bool): also return ``(edge_index, alpha [E, num_heads])``.
         """
-        x_key, x_query, value, is_self = self._check_inputs(x, value)
-        num_q, num_k = x_query.size(0), x_key.size(0)
+        if key_value is not None:
+            x_query, k, v = self._check_key_value(x, key_value)
+            x_key, value, is_self = None, None, False
+            num_q, num_k = x_query.size(0), k.size(0)
+        else:
+            x_key, x_query, value, is_self = self._check_inputs(x, value)
+            num_q, num_k = x_query.size(0), x_key.size(0)
         if pattern is None and edge_index is None:
             raise ValueError("give edge_index [2, E] or a pattern (with ptr)")
         if pattern is not None and not isinstance(pattern, P.Pattern):
@@ -449,7 +487,11 @@ class GraphMultiheadAttention(MessagePassing):
             bias = None if bias is None else bias[order]
             edge_attr = None if edge_attr is None else edge_attr[order]
 
-        q, k, v = self._project(x_key, x_query, value)
+        if key_value is None:
+            q, k, v = self._project(x_key, x_query, value)
+        else:
+            (w_q, b_q), _, _ = self._weights()
+            q = F.linear(x_query, w_q, b_q).view(-1, self.num_heads, self.head_dim)
         dropout_p = self.dropout if self.training else 0.0
         if backend == "edges":
             layout = CSRLayout.build(edge_index, num_q, num_k)

@@ -12,6 +12,7 @@ The modules mirror ``torch.nn.Transformer`` and its layers, down to the paramete
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 import torch
@@ -233,6 +234,51 @@ class TransformerDecoderLayer(nn.Module):
     def _ff_block(self, x):
         return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
+    def check_incremental(self) -> None:
+        """Raise unless cached decoding can reproduce this layer's patterns exactly."""
+        band = self.pattern
+        if not (isinstance(band, P.Band) and band.right == 0):
+            raise ValueError(f"cached decoding needs a causal band decoder pattern, got {band!r}")
+        if self.cross_pattern.pattern != P.dense():
+            raise ValueError(f"cached decoding needs the dense cross pattern, got {self.cross_pattern!r}")
+
+    def step(
+        self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_ptr: Tensor, cache: Optional[tuple[Tensor, Tensor]]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One step of incremental decoding: the newest position of ``M`` sequences.
+
+        Args:
+            x (Tensor): decoder input of the newest position, ``[M, d]``.
+            memory_kv ((Tensor, Tensor)): the memory's keys and values of this layer's
+                cross-attention, ``[N_s, H, D]`` each (computed once per source batch).
+            memory_ptr (LongTensor): ``[M + 1]`` layout of the memory.
+            cache ((Tensor, Tensor) or None): keys and values of earlier positions that the
+                causal band still reaches, ``[M, t, H, D]`` each.
+
+        Returns:
+            ``(out [M, d], cache)`` with the newest keys and values appended.
+        """
+        num = x.size(0)
+        one = torch.arange(num + 1, device=x.device)  # one query per sequence
+        h = self.norm1(x) if self.norm_first else x
+        k_new, v_new = self.self_attn.project_key_value(h)
+        if cache is None:
+            k, v = k_new.unsqueeze(1), v_new.unsqueeze(1)
+        else:
+            k, v = torch.cat([cache[0], k_new.unsqueeze(1)], 1), torch.cat([cache[1], v_new.unsqueeze(1)], 1)
+        left = self.pattern.left
+        if left is not None:  # the band reaches back `left` positions: drop what it can't see
+            k, v = k[:, -(left + 1):], v[:, -(left + 1):]
+        length = k.size(1)
+        sa = self.self_attn(h, key_value=(k.flatten(0, 1), v.flatten(0, 1)), pattern=P.cross(), ptr=one, key_ptr=one * length)
+        x = x + self.dropout1(sa) if self.norm_first else self.norm1(x + self.dropout1(sa))
+        h = self.norm2(x) if self.norm_first else x
+        ca = self.multihead_attn(h, key_value=memory_kv, pattern=self.cross_pattern, ptr=one, key_ptr=memory_ptr)
+        x = x + self.dropout2(ca) if self.norm_first else self.norm2(x + self.dropout2(ca))
+        x = x + self._ff_block(self.norm3(x)) if self.norm_first else self.norm3(x + self._ff_block(x))
+        new_cache = (k[:, 1:], v[:, 1:]) if left is not None and length == left + 1 else (k, v)
+        return x, new_cache
+
     @classmethod
     def from_torch(cls, layer: nn.TransformerDecoderLayer, **kwargs) -> "TransformerDecoderLayer":
         """A layer with the configuration and weights of a ``torch.nn.TransformerDecoderLayer``."""
@@ -302,6 +348,22 @@ class TransformerDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x, memory, ptr, memory_ptr, edge_index, cross_edge_index)
         return x if self.norm is None else self.norm(x)
+
+
+@dataclass
+class DecoderState:
+    """What incremental decoding keeps between steps (see :meth:`Transformer.start_decoding`)."""
+
+    memory_ptr: Tensor  # [M + 1] layout of the memory of the M sequences being decoded
+    memory_kv: list  # per layer: cross-attention keys and values of the memory, [N_s, H, D]
+    cache: list  # per layer: self-attention keys and values of earlier positions, [M, t, H, D]
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep the sequences ``index`` (beam search): caches follow their hypotheses.
+
+        Only sequences of the same example may be exchanged, since the memory stays in place.
+        """
+        self.cache = [None if c is None else (c[0][index], c[1][index]) for c in self.cache]
 
 
 class Transformer(nn.Module):
@@ -375,6 +437,24 @@ class Transformer(nn.Module):
     def decode(self, x_tgt: Tensor, ptr_tgt: Tensor, memory: Tensor, ptr_src: Tensor) -> Tensor:
         """Decoder output ``[N_t, d]`` of the flat target batch given the memory."""
         return self.decoder(x_tgt, memory, ptr_tgt, ptr_src)
+
+    def start_decoding(self, memory: Tensor, ptr_src: Tensor) -> DecoderState:
+        """State for :meth:`decode_step`: the memory's keys and values, projected once per layer."""
+        for layer in self.decoder.layers:
+            layer.check_incremental()
+        ptr_src = P.check_ptr(ptr_src, "ptr_src").to(memory.device)
+        memory_kv = [layer.multihead_attn.project_key_value(memory) for layer in self.decoder.layers]
+        return DecoderState(ptr_src, memory_kv, [None] * len(self.decoder.layers))
+
+    def decode_step(self, x: Tensor, state: DecoderState) -> Tensor:
+        """Decoder output ``[M, d]`` of the newest position of each sequence, ``x: [M, d]``.
+
+        Each call costs O(t) for step t: earlier positions enter as cached keys and values.
+        Gives what :meth:`decode` gives for that position (up to float rounding).
+        """
+        for i, layer in enumerate(self.decoder.layers):
+            x, state.cache[i] = layer.step(x, state.memory_kv[i], state.memory_ptr, state.cache[i])
+        return x if self.decoder.norm is None else self.decoder.norm(x)
 
     def forward_flat(self, x_src: Tensor, ptr_src: Tensor, x_tgt: Tensor, ptr_tgt: Tensor) -> Tensor:
         """The whole model on flat path-graph batches, without padding: ``[N_t, d]``."""
