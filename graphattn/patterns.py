@@ -49,6 +49,7 @@ __all__ = [
     "khop",
     "cross",
     "check_ptr",
+    "parse",
 ]
 
 PtrLike = Union[Tensor, Sequence[int]]
@@ -846,3 +847,53 @@ def _intersection(a: Pattern, b: Pattern) -> Pattern:
     if isinstance(a, _RangePattern) and isinstance(b, _RangePattern):
         return _RangeIntersection(a, b)
     return _Intersection(a, b)
+
+
+# --------------------------------------------------------------------------- names
+
+
+_FORMS = "dense, causal, window:W, dilated:W:DILATION, block:SIZE, global:I[:J...], random:KEYS:SEED, bigbird:WINDOW:GLOBAL:RANDOM:SEED"
+_BY_NAME = {
+    "dense": (dense, 0),
+    "causal": (causal, 0),
+    "window": (window, 1),
+    "dilated": (dilated, 2),
+    "block": (block, 1),
+    "global": (lambda *i: global_tokens(list(i)), None),
+    "random": (random, 2),
+    "bigbird": (bigbird, 4),
+}
+
+
+def parse(spec: str) -> Pattern:
+    """A pattern from its name, as command lines write it.
+
+    ``name[:arg[:arg...]]`` with names ``dense``, ``causal``, ``window:W``,
+    ``dilated:W:DILATION``, ``block:SIZE``, ``global:I[:J...]``, ``random:KEYS:SEED``,
+    ``bigbird:WINDOW:GLOBAL:RANDOM:SEED``, combined with ``&`` (intersection, binds tighter)
+    and ``|`` (union): ``causal&window:16``, ``window:64|global:0``.
+
+    >>> parse("causal&window:16")
+    causal() & window(16)
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"pattern spec must be a non-empty string, got {spec!r}")
+    union = None
+    for part in spec.replace(" ", "").split("|"):
+        inter = None
+        for atom in part.split("&"):
+            name, *args = atom.split(":")
+            if name not in _BY_NAME:
+                raise ValueError(f"unknown pattern {name!r} in {spec!r}; valid names: {', '.join(_BY_NAME)}")
+            make, arity = _BY_NAME[name]
+            if (arity is not None and len(args) != arity) or (arity is None and not args):
+                raise ValueError(f"pattern {atom!r} takes {arity if arity is not None else 'one or more'} "
+                                 f"integer argument(s); forms: {_FORMS}")
+            try:
+                values = [int(a) for a in args]
+            except ValueError:
+                raise ValueError(f"pattern arguments must be integers, got {atom!r}") from None
+            p = make(*values)
+            inter = p if inter is None else inter & p
+        union = inter if union is None else union | inter
+    return union

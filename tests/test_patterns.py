@@ -390,3 +390,27 @@ def test_union_and_intersection_property(lengths, w, size):
     assert torch.equal((a | b).to_dense(ptr), ma | mb)
     assert torch.equal((a & b).to_dense(ptr), ma & mb)
     assert torch.equal((b & P.dilated(2, 2)).to_dense(ptr), mb & P.dilated(2, 2).to_dense(ptr))
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("dense", P.dense()),
+        ("causal&window:16", P.causal() & P.window(16)),
+        ("window:2|global:0", P.window(2) | P.global_tokens([0])),
+        ("bigbird:2:1:2:7", P.bigbird(2, 1, 2, seed=7)),
+        ("dilated:2:3", P.dilated(2, 3)),
+        ("block:4&causal", P.block(4) & P.causal()),
+        ("random:3:1", P.random(3, seed=1)),
+        ("global:0:5", P.global_tokens([0, 5])),
+    ],
+)
+def test_parse(spec, expected):
+    ptr = make_ptr(LENGTHS)
+    assert torch.equal(P.parse(spec).edge_index(ptr), expected.edge_index(ptr))
+
+
+@pytest.mark.parametrize("spec, match", [("windo:3", "valid names"), ("window", "takes 1"), ("window:x", "integers"), ("", "non-empty"), ("window:0", "w must")])
+def test_parse_errors(spec, match):
+    with pytest.raises(ValueError, match=match):
+        P.parse(spec)
