@@ -33,6 +33,8 @@ def train(task, decoder_pattern=None, steps=400):
     model = Seq2Seq(SPECIAL + NUM_SYMBOLS, SPECIAL + NUM_SYMBOLS, d_model=32, nhead=4, num_encoder_layers=2,
                     num_decoder_layers=2, dim_feedforward=64, dropout=0.0, decoder_pattern=decoder_pattern)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    # Decay to zero: a small model at this rate otherwise keeps bouncing around the optimum.
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
     loss_fn = torch.nn.NLLLoss()
     losses = []
     for _ in range(steps):
@@ -42,6 +44,7 @@ def train(task, decoder_pattern=None, steps=400):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
         losses.append(loss.item())
     return model.eval(), losses
 
