@@ -1,0 +1,77 @@
+r"""A learned attention span: each head learns how far it looks.
+
+After "Adaptive Attention Span in Transformers" (Sukhbaatar et al., 2019): head :math:`h` weighs
+a key at path distance :math:`x = |i - j|` by the soft mask
+
+.. math::
+    m_h(x) = \operatorname{clamp}\left(\frac{R + z_h - x}{R}, 0, 1\right)
+
+with a learned span :math:`z_h \in [0, S]` and a ramp of width :math:`R`. Multiplying the
+softmax weights by :math:`m_h` and renormalising equals adding :math:`\log m_h(x)` to the
+scores, so the mask is an edge bias (``attn_bias``) on a maximal window ``window(S + R)``:
+the window backend computes it and the network learns its own range instead of being told.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from graphattn import patterns as P
+from graphattn.sequence import relative_positions
+
+__all__ = ["LearnedSpan"]
+
+
+class LearnedSpan(nn.Module):
+    r"""Per-head learned span as a score bias ``[E, num_heads]`` on the edges of :attr:`pattern`.
+
+    Args:
+        num_heads (int): attention heads.
+        max_span (int): the largest span :math:`S` a head can learn.
+        ramp (int, optional): width :math:`R` of the soft edge. (default: 8)
+        init_fraction (float, optional): initial span as a fraction of ``max_span``. (default: 0.5)
+        min_mask (float, optional): floor of the mask inside ``log``, which keeps gradients finite.
+            (default: 1e-4)
+
+    Shapes:
+        - **input:** ``edge_index`` :math:`(2, E)` of ``pattern.edge_index(ptr)``, ``ptr`` :math:`(B + 1)`
+        - **output:** :math:`(E, H)`
+    """
+
+    def __init__(self, num_heads: int, max_span: int, ramp: int = 8, init_fraction: float = 0.5, min_mask: float = 1e-4):
+        super().__init__()
+        self.num_heads = P._check_int("num_heads", num_heads, 1)
+        self.max_span = P._check_int("max_span", max_span, 1)
+        self.ramp = P._check_int("ramp", ramp, 1)
+        if not 0.0 <= init_fraction <= 1.0:
+            raise ValueError(f"init_fraction must be in [0, 1], got {init_fraction}")
+        self.init_fraction = init_fraction
+        self.min_mask = min_mask
+        # The span is stored as a fraction of max_span, so its learning rate does not depend on S.
+        self.span_fraction = nn.Parameter(torch.empty(num_heads))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.span_fraction, self.init_fraction)
+
+    @property
+    def pattern(self) -> P.Pattern:
+        """The maximal window whose edges can carry a non-zero weight."""
+        return P.window(self.max_span + self.ramp)
+
+    def spans(self) -> Tensor:
+        """The learned spans :math:`z_h` in positions, ``[H]``."""
+        return self.span_fraction.detach().clamp(0, 1) * self.max_span
+
+    def penalty(self) -> Tensor:
+        """Mean span as a fraction of ``max_span``: an L1 cost that keeps spans as short as they can be."""
+        return self.span_fraction.clamp(0, 1).mean()
+
+    def forward(self, edge_index: Tensor, ptr: Tensor) -> Tensor:
+        distance = relative_positions(edge_index, ptr).abs().to(self.span_fraction.dtype)  # [E]
+        span = self.span_fraction.clamp(0, 1) * self.max_span  # [H]
+        mask = ((self.ramp + span.unsqueeze(0) - distance.unsqueeze(1)) / self.ramp).clamp(0, 1)
+        return mask.clamp(min=self.min_mask).log()  # [E, H]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_heads={self.num_heads}, max_span={self.max_span}, ramp={self.ramp})"
