@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) examples/patterns.py
+	$(PY) examples/translate_numbers.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 graphattn tests

@@ -3,6 +3,7 @@ and a generator over the target vocabulary."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -11,9 +12,9 @@ from torch import Tensor, nn
 
 from graphattn import patterns as P
 from graphattn.sequence import local_positions, positional_encoding, to_flat, to_padded
-from graphattn.transformer import Transformer
+from graphattn.transformer import Transformer, _check_pattern
 
-__all__ = ["Seq2Seq"]
+__all__ = ["Seq2Seq", "TorchSeq2Seq", "TorchTransformer"]
 
 
 class Seq2Seq(nn.Module):
@@ -170,3 +171,128 @@ class Seq2Seq(nn.Module):
         return (f"{type(self).__name__}(src_vocab={self.src_vocab}, tgt_vocab={self.tgt_vocab}, "
                 f"d_model={self.d_model}, nhead={t.nhead}, layers={t.encoder.num_layers}+{t.decoder.num_layers}, "
                 f"encoder_pattern={t.encoder.layers[0].pattern!r}, decoder_pattern={t.decoder.layers[0].pattern!r})")
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def band_mask(pattern: P.Pattern, length: int, device=None) -> Optional[Tensor]:
+    """``[length, length]`` BoolTensor of a band pattern, **True = blocked** (torch's polarity);
+    :obj:`None` for ``dense()``. Raises ``ValueError`` for a pattern that is not a band."""
+    if not isinstance(pattern, P.Band):
+        raise ValueError(f"the torch reference computes band patterns only (dense, causal, window), got {pattern!r}")
+    if pattern.is_dense:
+        return None
+    pos = torch.arange(length, device=device)
+    offset = pos.unsqueeze(1) - pos.unsqueeze(0)  # (T, T): query i - key j
+    allowed = torch.ones(length, length, dtype=torch.bool, device=device)
+    if pattern.left is not None:
+        allowed &= offset <= pattern.left
+    if pattern.right is not None:
+        allowed &= -offset <= pattern.right
+    return ~allowed
+
+
+@dataclass
+class _PrefixState:
+    """Decoding state of :class:`TorchTransformer`: the padded memory and the inputs so far."""
+
+    memory: Tensor  # [M, S, d] padded memory
+    memory_mask: Tensor  # [M, S] True = padding
+    inputs: Optional[Tensor] = None  # [M, t, d] decoder inputs of earlier positions
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep the sequences ``index`` (beam search)."""
+        self.memory, self.memory_mask = self.memory[index], self.memory_mask[index]
+        self.inputs = None if self.inputs is None else self.inputs[index]
+
+
+class TorchTransformer(nn.Module):
+    r"""``torch.nn.TransformerEncoder``/``Decoder`` behind the flat-batch interface of
+    :class:`~graphattn.transformer.Transformer`: the reference the graph layers are measured against.
+
+    Flat batches are padded at the boundary (:func:`to_padded`) and band patterns become
+    ``attn_mask`` matrices. :meth:`decode_step` keeps no key/value cache: it re-decodes the
+    prefix (O(t^2) per sequence), which is what ``nn.TransformerDecoder`` offers.
+
+    Args: as :class:`~graphattn.transformer.Transformer` (patterns must be bands).
+
+    Shapes:
+        - **encode:** ``x_src`` :math:`(N_s, d)`, ``ptr_src`` :math:`(B + 1)` -> :math:`(N_s, d)`
+        - **decode:** ``x_tgt`` :math:`(N_t, d)`, ``ptr_tgt``, ``memory`` :math:`(N_s, d)`,
+          ``ptr_src`` -> :math:`(N_t, d)`
+    """
+
+    def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6,
+                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 activation: str = "relu", norm_first: bool = False,
+                 encoder_pattern: Optional[P.Pattern] = None, decoder_pattern: Optional[P.Pattern] = None):
+        super().__init__()
+        self.encoder_pattern = _check_pattern(encoder_pattern, "encoder_pattern", P.dense())
+        self.decoder_pattern = _check_pattern(decoder_pattern, "decoder_pattern", P.causal())
+        for pattern in (self.encoder_pattern, self.decoder_pattern):
+            band_mask(pattern, 1)  # raises for patterns the reference cannot compute
+        common = dict(dim_feedforward=dim_feedforward, dropout=dropout, activation=activation,
+                      batch_first=True, norm_first=norm_first)
+        self.encoder = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(d_model, nhead, **common), num_encoder_layers, nn.LayerNorm(d_model),
+            enable_nested_tensor=False)
+        self.decoder = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(d_model, nhead, **common), num_decoder_layers, nn.LayerNorm(d_model))
+        self.d_model, self.nhead = d_model, nhead
+
+    def encode(self, x_src: Tensor, ptr_src: Tensor) -> Tensor:
+        """Memory ``[N_s, d]`` of the flat source batch ``x_src: [N_s, d]``."""
+        x, pad = to_padded(x_src, ptr_src)
+        mask = band_mask(self.encoder_pattern, x.size(1), x.device)
+        return self.encoder(x, mask=mask, src_key_padding_mask=pad)[~pad]
+
+    def _decode_padded(self, x: Tensor, pad: Optional[Tensor], memory: Tensor, memory_mask: Tensor) -> Tensor:
+        mask = band_mask(self.decoder_pattern, x.size(1), x.device)
+        return self.decoder(x, memory, tgt_mask=mask, tgt_key_padding_mask=pad,
+                            memory_key_padding_mask=memory_mask)
+
+    def decode(self, x_tgt: Tensor, ptr_tgt: Tensor, memory: Tensor, ptr_src: Tensor) -> Tensor:
+        """Decoder output ``[N_t, d]`` of the flat target batch given the memory ``[N_s, d]``."""
+        x, pad = to_padded(x_tgt, ptr_tgt)
+        mem, mem_pad = to_padded(memory, ptr_src)
+        return self._decode_padded(x, pad, mem, mem_pad)[~pad]
+
+    def start_decoding(self, memory: Tensor, ptr_src: Tensor) -> _PrefixState:
+        """State for :meth:`decode_step` (the padded memory)."""
+        return _PrefixState(*to_padded(memory, ptr_src))
+
+    def decode_step(self, x: Tensor, state: _PrefixState) -> Tensor:
+        """Decoder output ``[M, d]`` of the newest position, ``x: [M, d]``; re-decodes the prefix."""
+        step = x.unsqueeze(1)  # (M, 1, d)
+        state.inputs = step if state.inputs is None else torch.cat([state.inputs, step], 1)
+        return self._decode_padded(state.inputs, None, state.memory, state.memory_mask)[:, -1]
+
+
+class TorchSeq2Seq(Seq2Seq):
+    """:class:`Seq2Seq` with ``torch.nn.Transformer`` layers in place of the graph layers.
+
+    The same embeddings, positional encoding, generator, initialisation and decoding interface
+    (``greedy_decode``/``beam_search`` work on it), so training either one measures the
+    attention layers alone. Patterns must be bands (``dense``, ``causal``, ``window:W``, ...).
+    Arguments as :class:`Seq2Seq`, without ``attn_kwargs``.
+    """
+
+    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 256, nhead: int = 4,
+                 num_encoder_layers: int = 3, num_decoder_layers: int = 3, dim_feedforward: int = 1024,
+                 dropout: float = 0.1, activation: str = "relu", norm_first: bool = False,
+                 encoder_pattern: Optional[P.Pattern] = None, decoder_pattern: Optional[P.Pattern] = None,
+                 tie_embeddings: bool = False, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2):
+        # num_*_layers=1 for the graph stack that is replaced right away.
+        super().__init__(src_vocab, tgt_vocab, d_model, nhead, 1, 1, dim_feedforward, dropout, activation,
+                         norm_first, encoder_pattern, decoder_pattern, tie_embeddings, pad_id, bos_id, eos_id)
+        self.transformer = TorchTransformer(d_model, nhead, num_encoder_layers, num_decoder_layers,
+                                            dim_feedforward, dropout, activation, norm_first,
+                                            encoder_pattern, decoder_pattern)
+        self.reset_parameters()
+
+    def __repr__(self) -> str:
+        t = self.transformer
+        return (f"{type(self).__name__}(src_vocab={self.src_vocab}, tgt_vocab={self.tgt_vocab}, "
+                f"d_model={self.d_model}, nhead={t.nhead}, layers={t.encoder.num_layers}+{t.decoder.num_layers}, "
+                f"encoder_pattern={t.encoder_pattern!r}, decoder_pattern={t.decoder_pattern!r})")

@@ -73,3 +73,14 @@ def test_window_wider_than_sequence_is_dense_and_bad_settings_refused():
         compare.run(run_args("--train", "--steps", "0"))
     with pytest.raises(ValueError, match="span"):
         compare.run(run_args("--train", "--patterns", "span:x"))
+
+
+def test_cli_compare_errors_are_one_line(capsys):
+    from graphattn.cli import main
+
+    for argv in (["compare", "--train", "--patterns", "window:0"], ["compare", "--train", "--patterns", "nope:1"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "error" in err
