@@ -192,7 +192,9 @@ def stats_table(
 
 class SequenceClassifier(nn.Module):
     r"""Encoder classifier for comparing patterns: embeddings + sinusoidal PE, ``num_layers``
-    :class:`TransformerEncoderLayer` over ``pattern``, mean pooling, linear head.
+    :class:`TransformerEncoderLayer` over ``pattern``, a linear head on the first position
+    (``readout="cls"``, so the pattern's reach decides what the classifier can see) or on the
+    mean of all positions (``readout="mean"``).
 
     With ``learned_span=S`` each layer learns per-head spans up to ``S`` (:class:`LearnedSpan`)
     on the window ``window(S + ramp)`` instead of following ``pattern``.
@@ -202,8 +204,11 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, vocab: int, num_classes: int, pattern: Optional[P.Pattern] = None, d_model: int = 64,
                  nhead: int = 4, num_layers: int = 2, dim_feedforward: int = 128, dropout: float = 0.1,
-                 learned_span: Optional[int] = None):
+                 learned_span: Optional[int] = None, readout: str = "cls"):
         super().__init__()
+        if readout not in ("cls", "mean"):
+            raise ValueError(f"readout must be 'cls' or 'mean', got {readout!r}")
+        self.readout = readout
         self.spans = None
         if learned_span is not None:
             self.spans = nn.ModuleList([LearnedSpan(nhead, learned_span) for _ in range(num_layers)])
@@ -225,7 +230,9 @@ class SequenceClassifier(nn.Module):
         for i, layer in enumerate(self.layers):
             bias = None if self.spans is None else self.spans[i](edge_index, ptr)
             x = layer(x, ptr, edge_index, attn_bias=bias)
-        return self.head(global_mean_pool(self.norm(x), ptr_to_batch(ptr)))
+        x = self.norm(x)
+        pooled = x[ptr[:-1]] if self.readout == "cls" else global_mean_pool(x, ptr_to_batch(ptr))
+        return self.head(pooled)
 
 
 def _batches(data: list, batch_size: int, generator: torch.Generator):
@@ -463,7 +470,7 @@ def run(args) -> int:
     if args.train:
         max_len = args.max_len or (128 if args.quick else 512)
         patterns = _parse_patterns(args.patterns) if args.patterns else default_train_patterns(max_len)
-        steps = args.steps or (60 if args.quick else 300)
+        steps = args.steps or (150 if args.quick else 200)
         seeds = range(args.seeds or 1)
         rows = train_table(patterns, steps, seeds, max_len=max_len, min_len=min(32, max_len),
                            num_train=1000 if args.quick else 4000, num_test=200 if args.quick else 500,
