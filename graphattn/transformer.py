@@ -311,6 +311,16 @@ class TransformerEncoder(nn.Module):
         self.num_layers = num_layers
         self.norm = norm
 
+    @classmethod
+    def from_torch(cls, encoder: nn.TransformerEncoder, **kwargs) -> "TransformerEncoder":
+        """A stack with the layers, final norm and weights of a ``torch.nn.TransformerEncoder``."""
+        if not isinstance(encoder, nn.TransformerEncoder):
+            raise TypeError(f"encoder must be a torch.nn.TransformerEncoder, got {type(encoder).__name__}")
+        layer = TransformerEncoderLayer.from_torch(encoder.layers[0], **kwargs)
+        new = cls(layer, len(encoder.layers), copy.deepcopy(encoder.norm))
+        new.load_state_dict(encoder.state_dict())
+        return new
+
     def forward(self, x: Tensor, ptr: Tensor) -> Tensor:
         ptr = P.check_ptr(ptr).to(x.device)
         first = self.layers[0]
@@ -334,6 +344,16 @@ class TransformerDecoder(nn.Module):
         self.layers = nn.ModuleList([copy.deepcopy(decoder_layer) for _ in range(P._check_int("num_layers", num_layers, 1))])
         self.num_layers = num_layers
         self.norm = norm
+
+    @classmethod
+    def from_torch(cls, decoder: nn.TransformerDecoder, **kwargs) -> "TransformerDecoder":
+        """A stack with the layers, final norm and weights of a ``torch.nn.TransformerDecoder``."""
+        if not isinstance(decoder, nn.TransformerDecoder):
+            raise TypeError(f"decoder must be a torch.nn.TransformerDecoder, got {type(decoder).__name__}")
+        layer = TransformerDecoderLayer.from_torch(decoder.layers[0], **kwargs)
+        new = cls(layer, len(decoder.layers), copy.deepcopy(decoder.norm))
+        new.load_state_dict(decoder.state_dict())
+        return new
 
     def forward(self, x: Tensor, memory: Tensor, ptr: Tensor, memory_ptr: Tensor) -> Tensor:
         ptr = P.check_ptr(ptr).to(x.device)
