@@ -458,7 +458,7 @@ def run(args) -> int:
             ([256, 512, 1024, 2048] if args.quick else [512, 1024, 2048, 4096, 8192, 16384])
         patterns = _parse_patterns(args.patterns) if args.patterns else default_stats_patterns(16 if args.quick else 64)
         patterns = {k: v for k, v in patterns.items() if v is not None}
-        rows, exponents = stats_table(patterns, lengths, repeats=2 if args.quick else 3, progress=progress)
+        rows, exponents = stats_table(patterns, lengths, repeats=2, progress=progress)
         write_outputs(rows, out_dir, "stats")
         (out_dir / "exponents.json").write_text(json.dumps(exponents, indent=1))
         plot_scaling(rows, out_dir / "scaling.png")
