@@ -21,18 +21,6 @@ import math
 import resource
 import subprocess
 import sys
-import time
-
-
-def _timeit(step, repeats: int) -> float:
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def run_one(kind: str, impl: str, n: int, repeats: int) -> dict:
@@ -86,7 +74,9 @@ def run_one(kind: str, impl: str, n: int, repeats: int) -> dict:
         out = fn()
         out.square().mean().backward()
 
-    seconds = _timeit(step, repeats)
+    from graphattn.compare import median_seconds
+
+    seconds = median_seconds(step, repeats)
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
     return {"seconds": seconds, "peak_mib": peak}
 

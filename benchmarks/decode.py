@@ -8,22 +8,12 @@ two paths must produce the same tokens, which this script checks before timing.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from graphattn.compare import median_seconds
 from graphattn.decoding import beam_search, greedy_decode
 from graphattn.models import Seq2Seq
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -49,8 +39,8 @@ def main() -> None:
         cached, uncached = fn(True), fn(False)
         assert cached.tokens == uncached.tokens, "cached decoding must give the same tokens"
         assert all(len(t) == args.tokens for t in cached.tokens)
-        t_cached = median_time(lambda: fn(True), args.repeats)
-        t_uncached = median_time(lambda: fn(False), args.repeats)
+        t_cached = median_seconds(lambda: fn(True), args.repeats)
+        t_uncached = median_seconds(lambda: fn(False), args.repeats)
         print(f"| {name} | {t_cached:.2f} | {t_uncached:.2f} | {t_uncached / t_cached:.1f}x |", flush=True)
 
 
