@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
 from graphattn.graph_bench import BASELINES, GNNBaseline, Task, balanced_accuracy, fit, markdown_table
 from graphattn.graph_data import positional_encoding, sbm_pattern
