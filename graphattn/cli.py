@@ -6,6 +6,7 @@ line on stderr and exit status 2, as argparse's own errors do, never with a trac
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from typing import Optional, Sequence
@@ -13,6 +14,7 @@ from typing import Optional, Sequence
 import torch
 
 import graphattn
+from graphattn.distributed import DistributedError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_train(sub) -> None:
-    from graphattn.train import TASKS, TrainConfig
+    from graphattn.train import PRECISIONS, TASKS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a translation model",
@@ -55,8 +57,12 @@ def _add_train(sub) -> None:
     g.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
     g.add_argument("--time-limit", type=float, default=d.time_limit, metavar="SECONDS",
                    help="also stop after this much training time (default: no limit)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="sentence pairs a batch (default: 128)")
-    g.add_argument("--max-tokens", type=int, default=d.max_tokens, help="padded tokens a batch, instead of or besides --batch-size")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="sentence pairs a batch, per process and micro-batch (default: 128)")
+    g.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                   help="padded tokens a batch per process and micro-batch, instead of or besides --batch-size")
+    g.add_argument("--accumulate", type=int, default=d.accumulate, metavar="K",
+                   help="sum the gradients of K micro-batches before each step (default: %(default)s)")
     g.add_argument("--lr-factor", type=float, default=d.lr_factor, help="Noam schedule factor (default: %(default)s)")
     g.add_argument("--warmup", type=int, default=d.warmup, help="Noam warm-up steps (default: %(default)s)")
     g.add_argument("--clip-norm", type=float, default=d.clip_norm, help="gradient norm clipping, 0 = off (default: %(default)s)")
@@ -70,6 +76,12 @@ def _add_train(sub) -> None:
     g.add_argument("--resume", action="store_true", help="continue exactly from DIR/last.pt")
     g.add_argument("--threads", type=int, default=d.threads, help="torch threads (default: torch's choice)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
+                   help="cuda: the LOCAL_RANK-th GPU; auto: a GPU if there is one (default: %(default)s)")
+    g.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                   help="bf16: autocast in bfloat16, weights and optimizer in fp32 (default: %(default)s)")
+    g.add_argument("--dist-timeout", type=float, default=d.dist_timeout, metavar="SECONDS",
+                   help="under torchrun: fail when another process is silent this long (default: %(default)s)")
     p.set_defaults(func=_train, parser=p)
 
 
@@ -114,6 +126,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     result = train(config)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for all
+        return 0
     print(f"{result.step} steps ({result.train_seconds:.0f} s, {result.tokens_per_s:,.0f} tokens/s, "
           f"stopped by {result.stopped_by}); best validation BLEU {result.best_bleu:.2f}; "
           f"checkpoint {result.paths['best']}")
@@ -169,6 +183,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.func(args)
     except (ValueError, OSError) as e:  # bad input: flags, files, checkpoints
         args.parser.error(str(e))
+    except DistributedError as e:  # another process died or hung
+        print(f"{args.parser.prog}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{args.parser.prog}: interrupted", file=sys.stderr)
         return 130

@@ -348,21 +348,26 @@ class LengthBucketSampler(Sampler[list[int]]):
     Each epoch the examples are shuffled, cut into chunks of ``bucket_batches`` batches, sorted
     by length within each chunk and cut into batches, and the batches are shuffled again. Sorting
     only within chunks keeps batches of similar length (little padding) while every epoch still
-    sees different batches. With ``num_replicas > 1`` (DDP) every rank builds the same batches
-    and takes every ``num_replicas``-th one, so the ranks get disjoint shares of equal size; to
-    make the sizes equal, batches from the start are repeated (or, with ``drop_last``, the last
-    ones dropped), as ``DistributedSampler`` does.
+    sees different batches.
+
+    With ``num_replicas > 1`` (DDP) ``batch_size`` and ``max_tokens`` describe the *global*
+    batch, the one the optimizer step sees: every rank builds the same global batches and takes
+    every ``num_replicas``-th example of each (``batch[rank::num_replicas]``, interleaved as
+    ``DistributedSampler`` interleaves a dataset), so the ranks' shares are disjoint, of similar
+    lengths, and together exactly the batch one process would get. Every rank gets the same
+    number of batches; a global batch with fewer examples than ranks (the last of a chunk, or a
+    lone over-long example) is merged into its neighbour so that no rank gets an empty share.
 
     Args:
         lengths (list[int]): padded length of each example (e.g. ``ParallelDataset.lengths``).
-        batch_size (int, optional): at most this many examples a batch. (default: :obj:`None`)
+        batch_size (int, optional): at most this many examples a (global) batch. (default: :obj:`None`)
         max_tokens (int, optional): at most this many padded tokens (``size * longest``) a
-            batch; an example longer than it gets a batch to itself. (default: :obj:`None`)
+            (global) batch; an example longer than it gets a batch to itself. (default: :obj:`None`)
         shuffle (bool, optional): shuffle examples and batches each epoch. (default: :obj:`True`)
         seed (int, optional): the order of epoch ``e`` is fixed by ``seed + e``. (default: ``0``)
-        drop_last (bool, optional): drop the last, smaller batch (with ``batch_size``), and
-            trailing batches rather than repeat some across replicas. (default: :obj:`False`)
-        num_replicas (int, optional): number of DDP processes. (default: ``1``)
+        drop_last (bool, optional): drop the last, smaller batch (with ``batch_size``).
+            (default: :obj:`False`)
+        num_replicas (int, optional): number of DDP processes sharing each batch. (default: ``1``)
         rank (int, optional): this process, in ``0..num_replicas-1``. (default: ``0``)
         bucket_batches (int, optional): batches per sorted chunk. (default: ``50``)
     """
@@ -380,6 +385,8 @@ class LengthBucketSampler(Sampler[list[int]]):
             raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got "
                              f"num_replicas={num_replicas}, rank={rank}")
         self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
+        if 0 < len(self.lengths) < num_replicas:
+            raise ValueError(f"{len(self.lengths)} examples cannot be shared by num_replicas={num_replicas} ranks")
         self.batch_size, self.max_tokens = batch_size, max_tokens
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.num_replicas, self.rank, self.bucket_batches = num_replicas, rank, bucket_batches
@@ -423,12 +430,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         if self.num_replicas > 1:
-            if self.drop_last:
-                batches = batches[:len(batches) - len(batches) % self.num_replicas]
-            else:
-                pad = -len(batches) % self.num_replicas
-                batches = batches + (batches * (pad // max(1, len(batches)) + 1))[:pad]
-            batches = batches[self.rank::self.num_replicas]
+            batches = [b[self.rank::self.num_replicas] for b in _merge_small(batches, self.num_replicas)]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -436,6 +438,26 @@ class LengthBucketSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+def _merge_small(batches: list[list[int]], size: int) -> list[list[int]]:
+    """``batches`` with each one of fewer than ``size`` examples merged into the one before it
+    (or after it, for the first)."""
+    out: list[list[int]] = []
+    carry: list[int] = []
+    for batch in batches:
+        batch = carry + batch
+        carry = []
+        if len(batch) < size:
+            if out:
+                out[-1] = out[-1] + batch
+            else:
+                carry = batch
+            continue
+        out.append(batch)
+    if carry:  # every batch was small: only possible when all of them together are too
+        out.append(carry)
+    return out
 
 
 # --- Metrics -----------------------------------------------------------------------------------

@@ -168,6 +168,16 @@ def edge_attention(
     Returns:
         ``(out [Nq, H, Dv], weights [E, H])``; a query without keys outputs zeros.
     """
+    dtype = query.dtype
+    if dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(query.device.type):
+        # The sparse kernels have no half-precision CPU versions, and a softmax over thousands of
+        # edges is better summed in fp32 anyway, as autocast does for its own reductions.
+        with torch.autocast(query.device.type, enabled=False):
+            out, weights = edge_attention(
+                query.float(), key.float(), value.float(), edge_index, scale,
+                None if bias is None else bias.float(), None if edge_value is None else edge_value.float(),
+                normalization, dropout_p, training, layout)
+        return out.to(dtype), weights.to(dtype)
     num_queries, num_keys = query.size(0), key.size(0)
     if layout is None:
         layout = CSRLayout.build(edge_index, num_queries, num_keys)

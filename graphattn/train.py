@@ -10,9 +10,19 @@ go to the CSV log and the best checkpoint by BLEU is kept. ``train(TrainConfig(.
 Files written to ``config.out``: ``last.pt`` and ``best.pt`` (see :mod:`graphattn.checkpoint`),
 ``log.csv``, ``curves.png`` (loss, lr, validation scores) and ``attention.png`` (the last decoder
 layer's cross-attention on one validation sentence).
+
+Under ``torchrun --nproc_per_node=W`` the same call trains data-parallel
+(:mod:`graphattn.distributed`): every rank takes an interleaved share of each global batch of
+``batch_size * W * accumulate`` pairs, ``DistributedDataParallel`` averages the gradients, the
+loss is normalised by the global number of target tokens (so ``W`` processes with batch ``b``
+compute exactly the step of one process with batch ``W b``), validation is sharded and gathered,
+and only rank 0 writes files. ``accumulate=K`` sums the gradients of ``K`` micro-batches before
+each step. The global batch is part of the run: a checkpoint resumes in any number of processes
+with the same global batches, split into smaller or larger shares.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import random
@@ -27,6 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from graphattn import data as D
+from graphattn import distributed
 from graphattn import patterns as P
 from graphattn.checkpoint import FORMAT, VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from graphattn.decoding import beam_search, greedy_decode
@@ -36,13 +47,15 @@ from graphattn.sequence import lengths_to_ptr, local_positions
 
 __all__ = [
     "TrainConfig", "TrainResult", "FlatBatch", "noam_lambda", "sampling_share", "scheduled_sampling_inputs",
-    "flat_collate", "check_config", "config_from_dict", "load_task", "task_test_pairs", "source_text", "build_model", "load_model", "translate",
+    "flat_collate", "split_batch", "FlatForward", "check_config", "config_from_dict", "load_task", "task_test_pairs", "source_text", "build_model", "load_model", "translate",
     "evaluate", "train_step", "train", "TASKS",
 ]
 
 TASKS = ("numbers-en-fr",)
 # On --resume these come from the command line; everything else from the checkpoint's config.
-RUN_FIELDS = ("steps", "time_limit", "out", "resume", "threads", "progress")
+RUN_FIELDS = ("steps", "time_limit", "out", "resume", "threads", "progress", "accumulate", "device", "precision",
+              "dist_timeout")
+PRECISIONS = ("fp32", "bf16")
 LOG_FIELDS = ("step", "loss", "lr", "tokens_per_s", "valid_bleu", "valid_em")
 
 
@@ -69,8 +82,9 @@ class TrainConfig:
     label_smoothing: float = 0.1  # of the cross-entropy
     steps: int = 1_000  # optimizer steps; scheduled sampling ramps over them
     time_limit: Optional[float] = None  # stop after this many wall-clock seconds of the loop, validation included
-    batch_size: Optional[int] = None  # sentence pairs a batch (default 128 unless max_tokens is set)
-    max_tokens: Optional[int] = None  # padded tokens a batch, as LengthBucketSampler counts them
+    batch_size: Optional[int] = None  # sentence pairs a batch, per process and micro-batch (default 128 unless max_tokens)
+    max_tokens: Optional[int] = None  # padded tokens a batch, per process and micro-batch (LengthBucketSampler counts)
+    accumulate: int = 1  # micro-batches whose gradients are summed before each optimizer step
     lr_factor: float = 1.0  # Noam: lr = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
     warmup: int = 400  # Noam warm-up steps (the lr peaks there)
     clip_norm: float = 1.0  # clip the global gradient L2 norm to this (0: no clipping)
@@ -83,6 +97,9 @@ class TrainConfig:
     reference_torch: bool = False  # torch.nn.Transformer layers in place of the graph layers
     threads: Optional[int] = None  # torch.set_num_threads (None: leave torch's setting)
     progress: bool = True  # show a tqdm progress bar
+    device: str = "auto"  # cpu, cuda (the LOCAL_RANK-th GPU) or auto (a GPU if there is one)
+    precision: str = "fp32"  # fp32, or bf16 (autocast; weights, optimizer and attention sums stay fp32)
+    dist_timeout: float = 600.0  # seconds a process waits for the others before the run fails
 
 
 @dataclass
@@ -175,7 +192,7 @@ def flat_collate(items: Sequence[tuple[Tensor, Tensor]], bos_id: int = D.BOS_ID,
 def check_config(config: TrainConfig) -> None:
     """Raise ``ValueError`` (or ``FileNotFoundError``) naming the first bad field of ``config``."""
     minimum = dict.fromkeys(("d_model", "nhead", "layers", "ff", "steps", "warmup", "eval_every", "max_len",
-                             "train_size"), 1) | {"valid_size": 0, "test_size": 0}
+                             "train_size", "accumulate"), 1) | {"valid_size": 0, "test_size": 0}
     for name, lowest in minimum.items():
         value = getattr(config, name)
         if not isinstance(value, int) or value < lowest:
@@ -195,6 +212,12 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"need lr_factor > 0 and clip_norm >= 0, got {config.lr_factor} and {config.clip_norm}")
     if config.time_limit is not None and not config.time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {config.time_limit}")
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {config.device!r}")
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {config.precision!r}")
+    if not config.dist_timeout > 0:
+        raise ValueError(f"dist_timeout must be > 0 seconds, got {config.dist_timeout}")
     for name in ("encoder_pattern", "decoder_pattern"):
         pattern = P.parse(getattr(config, name))  # ValueError naming the unknown pattern
         if config.reference_torch and not isinstance(pattern, P.Band):
@@ -275,10 +298,11 @@ def translate(model: Seq2Seq, src_vocab: D.Vocab, tgt_vocab: D.Vocab, sentences:
     """Translations of ``sentences`` (greedy, or beam search with ``beam_size > 1``)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     out: list[str] = []
     for i in range(0, len(sentences), batch_size):
         ids = [torch.tensor(src_vocab.encode(s), dtype=torch.long) for s in sentences[i:i + batch_size]]
-        src, ptr = torch.cat(ids), lengths_to_ptr(torch.tensor([len(x) for x in ids]))
+        src, ptr = torch.cat(ids).to(device), lengths_to_ptr(torch.tensor([len(x) for x in ids])).to(device)
         decoded = (greedy_decode(model, src, ptr, max_len) if beam_size == 1
                    else beam_search(model, src, ptr, beam_size, max_len=max_len))
         out += [tgt_vocab.decode(tokens) for tokens in decoded.tokens]
@@ -310,31 +334,114 @@ def _open_log(path: Path, keep_until: int):
     return f, writer
 
 
-def train_step(model: Seq2Seq, batch: FlatBatch, optimizer, loss_fn, clip_norm: float, share: float = 0.0) -> float:
-    """One optimizer step on ``batch``; the loss. ``share``: scheduled-sampling share of inputs."""
-    model.train()
-    tgt_in = batch.tgt_in
-    if share > 0:
-        with torch.no_grad():
-            guess = model.forward_flat(batch.src, batch.ptr_src, tgt_in, batch.ptr_tgt).argmax(-1)
-        tgt_in = scheduled_sampling_inputs(tgt_in, batch.ptr_tgt, guess, share)
-    # The model returns log-probabilities; CrossEntropyLoss's log_softmax leaves them unchanged.
-    loss = loss_fn(model.forward_flat(batch.src, batch.ptr_src, tgt_in, batch.ptr_tgt), batch.tgt_out)
+class FlatForward(nn.Module):
+    """``forward = model.forward_flat``: what ``DistributedDataParallel`` wraps, since DDP hooks
+    only ``forward`` and the padded ``Seq2Seq.forward`` would undo the flat batches."""
+
+    def __init__(self, model: Seq2Seq):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: Tensor, ptr_src: Tensor, tgt: Tensor, ptr_tgt: Tensor) -> Tensor:
+        return self.model.forward_flat(src, ptr_src, tgt, ptr_tgt)
+
+
+def split_batch(items: Sequence[int], parts: int) -> list[list[int]]:
+    """``items`` dealt into ``parts`` interleaved micro-batches (``items[j::parts]``), empty ones dropped.
+
+    A batch's examples are sorted by length, so dealing them gives micro-batches of about equal
+    cost, as :class:`~graphattn.data.LengthBucketSampler` deals a global batch to the ranks.
+    """
+    return [list(items[j::parts]) for j in range(parts) if items[j::parts]]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    return model.model if isinstance(model, FlatForward) else model
+
+
+def train_step(model: nn.Module, batch, optimizer, loss_fn, clip_norm: float, share: float = 0.0,
+               ctx: Optional[distributed.Context] = None, precision: str = "fp32") -> float:
+    """One optimizer step; the loss of the whole (global) batch, a mean over its target tokens.
+
+    ``batch`` is a :class:`FlatBatch` or a list of them (micro-batches whose gradients are summed,
+    gradient accumulation). ``model`` is a :class:`~graphattn.models.Seq2Seq` or, across
+    processes, ``DistributedDataParallel(FlatForward(seq2seq))``. ``loss_fn`` returns the mean
+    over a micro-batch's tokens; each micro-batch is weighted by its tokens, and the gradients
+    are divided by the tokens of all ranks' micro-batches together, so the step equals one
+    process's step on the union of the batches. ``share``: scheduled-sampling share of inputs.
+    ``precision="bf16"``: forward and loss under ``torch.autocast`` in bfloat16.
+    """
+    ctx = ctx or distributed.Context()
+    micro = [batch] if isinstance(batch, FlatBatch) else list(batch)
+    if not micro:
+        raise ValueError("train_step needs at least one micro-batch")
+    raw = _unwrap(model)
+    forward = model if isinstance(model, nn.parallel.DistributedDataParallel) else raw.forward_flat
+    raw.train()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    loss_sum, tokens = 0.0, 0
+    for i, mb in enumerate(micro):
+        tgt_in = mb.tgt_in
+        if share > 0:
+            with torch.no_grad(), autocast:
+                guess = raw.forward_flat(mb.src, mb.ptr_src, tgt_in, mb.ptr_tgt).argmax(-1)
+            tgt_in = scheduled_sampling_inputs(tgt_in, mb.ptr_tgt, guess, share)
+        n = mb.tgt_out.numel()
+        # DDP all-reduces the gradients during the last micro-batch's backward only.
+        with distributed.no_sync(model, sync=i == len(micro) - 1):
+            with autocast:
+                # The model returns log-probabilities; CrossEntropyLoss's log_softmax leaves them unchanged.
+                loss = loss_fn(forward(mb.src, mb.ptr_src, tgt_in, mb.ptr_tgt), mb.tgt_out) * n
+            loss.backward()
+        loss_sum, tokens = loss_sum + loss.item(), tokens + n
+    loss_sum, tokens = distributed.all_sum([loss_sum, tokens], ctx)
+    # Gradients now hold the sum over this rank's tokens averaged over ranks (DDP divides by W):
+    # scale to the mean over every token of the global batch.
+    grads = [p.grad for p in raw.parameters() if p.grad is not None]
+    if grads:
+        torch._foreach_mul_(grads, ctx.world_size / tokens)
     if clip_norm > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        nn.utils.clip_grad_norm_(raw.parameters(), clip_norm)
     optimizer.step()
-    return loss.item()
+    return loss_sum / tokens
+
+
+def _rank_seed(seed: int, step: int, rank: int) -> int:
+    """A seed for rank ``rank``'s dropout stream: different ranks must not drop the same units."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2 ** 63)
+
+
+def evaluate_sharded(model: Seq2Seq, src_vocab: D.Vocab, tgt_vocab: D.Vocab, pairs: Sequence[tuple[str, str]],
+                     max_len: int, ctx: distributed.Context) -> dict:
+    """:func:`evaluate` with each rank translating ``pairs[rank::W]``; every rank gets the same scores."""
+    hyps = distributed.gather_shards(
+        translate(model, src_vocab, tgt_vocab, [s for s, _ in pairs[ctx.rank::ctx.world_size]], max_len), ctx)
+    refs = [t for _, t in pairs]
+    return {"bleu": D.bleu(hyps, refs), "exact_match": D.exact_match(hyps, refs), "n": len(pairs)}
 
 
 def train(config: TrainConfig) -> TrainResult:
     """Train as ``config`` says; with ``config.resume``, continue from ``out/last.pt`` exactly.
 
     On resume the checkpoint's configuration is used, except for the fields of ``RUN_FIELDS``
-    (steps, time_limit, out, resume, threads, progress), which come from ``config``.
+    (steps, time_limit, out, resume, threads, progress, accumulate, device, precision,
+    dist_timeout), which come from ``config``. Started by ``torchrun``, the processes train
+    together (see the module's docstring); a rank that dies or hangs ends the others with a
+    :class:`~graphattn.distributed.DistributedError` after ``dist_timeout`` seconds.
     """
     check_config(config)
+    ctx = distributed.init(config.device, config.dist_timeout)
+    try:
+        with distributed.guard(ctx):
+            return _train(config, ctx)
+    finally:
+        distributed.shutdown(ctx)
+
+
+def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
     out = Path(config.out)
     paths = {"last": out / "last.pt", "best": out / "best.pt", "log": out / "log.csv",
              "curves": out / "curves.png", "attention": out / "attention.png"}
@@ -344,7 +451,8 @@ def train(config: TrainConfig) -> TrainResult:
         check_config(config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -357,31 +465,49 @@ def train(config: TrainConfig) -> TrainResult:
     train_set = D.ParallelDataset(pairs["train"], src_vocab, tgt_vocab)
     if not len(train_set) or not pairs["valid"]:
         raise ValueError(f"need training and validation pairs, got {len(train_set)} and {len(pairs['valid'])}")
-    model = build_model(config, len(src_vocab), len(tgt_vocab))
+    model = build_model(config, len(src_vocab), len(tgt_vocab)).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, noam_lambda(config.d_model, config.warmup, config.lr_factor))
     loss_fn = nn.CrossEntropyLoss(ignore_index=D.PAD_ID, label_smoothing=config.label_smoothing)
     step, epoch, position, best_bleu = 0, 0, 0, -math.inf
+    # The global batch (what one optimizer step sees) is fixed when a run starts; a resumed run
+    # keeps it whatever its number of processes, so it continues with the very same batches.
+    parts = ctx.world_size * config.accumulate  # micro-batches in a global batch
+    batch_size = config.batch_size or (None if config.max_tokens else 128)
+    global_batch = {"batch_size": batch_size and batch_size * parts,
+                    "max_tokens": config.max_tokens and config.max_tokens * parts}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
+        states = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        set_rng_state(states[min(ctx.rank, len(states) - 1)])
+        if ctx.rank >= len(states):
+            torch.manual_seed(_rank_seed(config.seed, ckpt["step"], ctx.rank))
         step, epoch, position = ckpt["step"], ckpt["data"]["epoch"], ckpt["data"]["batch"]
+        global_batch = ckpt["data"].get("global_batch", global_batch)
         best_bleu = ckpt.get("best_bleu", -math.inf)
-    batch_size = config.batch_size or (None if config.max_tokens else 128)
-    sampler = D.LengthBucketSampler(train_set.lengths, batch_size=batch_size, max_tokens=config.max_tokens,
-                                    seed=config.seed)
+    elif ctx.rank > 0:
+        torch.manual_seed(_rank_seed(config.seed, 0, ctx.rank))  # after the (broadcast) initialisation
+    sampler = D.LengthBucketSampler(train_set.lengths, batch_size=global_batch["batch_size"],
+                                    max_tokens=global_batch["max_tokens"], seed=config.seed,
+                                    num_replicas=ctx.world_size, rank=ctx.rank)
+    ddp = distributed.wrap(FlatForward(model), ctx) if ctx.distributed else model
 
-    def checkpoint(valid: dict) -> dict:
+    def checkpoint(valid: dict, rng_ranks: list) -> dict:
         return {"format": FORMAT, "version": VERSION, "step": step, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                "data": {"epoch": epoch, "batch": position}, "config": asdict(config),
-                "vocab": {"src": src_vocab.to_dict(), "tgt": tgt_vocab.to_dict()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_ranks[0],
+                "rng_ranks": rng_ranks, "data": {"epoch": epoch, "batch": position, "global_batch": global_batch,
+                                                 "world_size": ctx.world_size},
+                "config": asdict(config), "vocab": {"src": src_vocab.to_dict(), "tgt": tgt_vocab.to_dict()},
                 "best_bleu": best_bleu, "valid": valid}
 
-    log_file, log = _open_log(paths["log"], step)
-    bar = tqdm(total=config.steps, initial=step, disable=not config.progress, dynamic_ncols=True, desc="train")
+    log_file, log = _open_log(paths["log"], step) if ctx.is_main else (None, None)
+    bar = tqdm(total=config.steps, initial=step, disable=not (config.progress and ctx.is_main), dynamic_ncols=True,
+               desc="train")
+    if ctx.distributed or config.accumulate > 1:
+        bar.write(f"{ctx.world_size} process(es) x {config.accumulate} micro-batch(es) a step; global batch: "
+                  + ", ".join(f"{k} {v}" for k, v in global_batch.items() if v))
     losses, valid, batches = [], {}, None
     tokens = train_seconds = 0.0
     stopped_by, start = "steps", time.perf_counter()
@@ -393,44 +519,55 @@ def train(config: TrainConfig) -> TrainResult:
             if position >= len(batches):
                 epoch, position, batches = epoch + 1, 0, None
                 continue
-            batch = flat_collate([train_set[i] for i in batches[position]])
+            micro = [flat_collate([train_set[i] for i in items])
+                     for items in split_batch(batches[position], config.accumulate)]
+            micro = [FlatBatch(*distributed.move(mb, ctx.device)) for mb in micro]
             position += 1
             lr = optimizer.param_groups[0]["lr"]
             tic = time.perf_counter()
             share = sampling_share(step, config.steps, config.scheduled_sampling)
-            loss = train_step(model, batch, optimizer, loss_fn, config.clip_norm, share)
+            loss = train_step(ddp, micro, optimizer, loss_fn, config.clip_norm, share, ctx, config.precision)
             scheduler.step()
             step += 1
+            over_time = config.time_limit is not None and time.perf_counter() - start > config.time_limit
+            batch_tokens, over_time = distributed.all_sum([sum(mb.num_tokens for mb in micro), over_time], ctx)
             seconds = time.perf_counter() - tic
-            tokens, train_seconds = tokens + batch.num_tokens, train_seconds + seconds
+            tokens, train_seconds = tokens + batch_tokens, train_seconds + seconds
             losses.append(loss)
-            row = {"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.6g}", "tokens_per_s": f"{batch.num_tokens / seconds:.0f}"}
+            row = {"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.6g}", "tokens_per_s": f"{batch_tokens / seconds:.0f}"}
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens / train_seconds:.0f}")
-            if config.time_limit is not None and time.perf_counter() - start > config.time_limit:
+            if over_time:  # every rank stops at the same step: the flag was summed over all of them
                 stopped_by = "time_limit"
             if step % config.eval_every == 0 or step == config.steps or stopped_by == "time_limit":
-                valid = evaluate(model, src_vocab, tgt_vocab, pairs["valid"], config.max_len)
+                valid = evaluate_sharded(model, src_vocab, tgt_vocab, pairs["valid"], config.max_len, ctx)
                 row.update(valid_bleu=f"{valid['bleu']:.2f}", valid_em=f"{valid['exact_match']:.2f}")
                 bar.write(f"step {step}: valid BLEU {valid['bleu']:.2f}, exact match {valid['exact_match']:.1f}%")
-                if valid["bleu"] > best_bleu:
-                    best_bleu = valid["bleu"]
-                    save_checkpoint(checkpoint(valid), paths["best"])
-                save_checkpoint(checkpoint(valid), paths["last"])
-            log.writerow(row)
-            log_file.flush()
+                rng_ranks = distributed.gather_shards([rng_state()], ctx)
+                improved = valid["bleu"] > best_bleu
+                best_bleu = max(best_bleu, valid["bleu"])
+                if ctx.is_main:
+                    if improved:
+                        save_checkpoint(checkpoint(valid, rng_ranks), paths["best"])
+                    save_checkpoint(checkpoint(valid, rng_ranks), paths["last"])
+            if log is not None:
+                log.writerow(row)
+                log_file.flush()
             if stopped_by == "time_limit":
                 break
     finally:
         bar.close()
-        log_file.close()
+        if log_file is not None:
+            log_file.close()
 
+    distributed.barrier(ctx)  # rank 0 has written best.pt before anyone reads it
     if paths["best"].exists():  # report, plot and return the best weights, not the last
         model.load_state_dict(load_checkpoint(paths["best"])["model"])
-    model.eval()
-    plot_curves(paths["log"], paths["curves"])
-    example = pairs["valid"][0][0]
-    weights, src_tokens, out_tokens = attention_example(model, src_vocab, tgt_vocab, example, config.max_len)
-    plot_attention(weights, src_tokens, out_tokens, paths["attention"], title="cross-attention, last decoder layer")
+    model.cpu().eval()
+    if ctx.is_main:
+        plot_curves(paths["log"], paths["curves"])
+        example = pairs["valid"][0][0]
+        weights, src_tokens, out_tokens = attention_example(model, src_vocab, tgt_vocab, example, config.max_len)
+        plot_attention(weights, src_tokens, out_tokens, paths["attention"], title="cross-attention, last decoder layer")
     return TrainResult(config, model, src_vocab, tgt_vocab, step, losses, valid, best_bleu,
                        tokens / train_seconds if train_seconds else 0.0, train_seconds, stopped_by, paths)

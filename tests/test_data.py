@@ -292,26 +292,29 @@ def test_sampler_drop_last():
     assert len(keep) == 7 and len(drop) == 6 and all(len(b) == 16 for b in drop)
 
 
-@pytest.mark.parametrize("n", [96, 100])  # 6 batches, or 7 (then one repeats to even it out)
-def test_sampler_replicas(n):
+@pytest.mark.parametrize("n", [96, 100])  # no batch of 1: no merging
+def test_sampler_replicas_share_each_global_batch(n):
     lengths = random_lengths(n=n)
     full = list(LengthBucketSampler(lengths, batch_size=16, seed=2))
-    shares = []
-    for rank in range(2):
-        s = LengthBucketSampler(lengths, batch_size=16, seed=2, num_replicas=2, rank=rank)
-        shares.append(list(s))
-        assert len(s) == len(shares[-1])
-    assert len(shares[0]) == len(shares[1]) == (len(full) + 1) // 2
-    covered = [i for share in shares for b in share for i in b]
-    assert sorted(set(covered)) == list(range(n))
-    if len(full) % 2 == 0:
-        assert len(covered) == n  # disjoint
-    else:
-        assert shares[1][-1] == full[0]  # the padding repeats the first batch
-    dropped = [list(LengthBucketSampler(lengths, batch_size=16, seed=2, num_replicas=2, rank=r, drop_last=True))
-               for r in range(2)]
-    idx = [i for share in dropped for b in share for i in b]
-    assert len(idx) == len(set(idx)) and len(dropped[0]) == len(dropped[1])
+    shares = [list(LengthBucketSampler(lengths, batch_size=16, seed=2, num_replicas=2, rank=r)) for r in range(2)]
+    assert len(shares[0]) == len(shares[1]) == len(full)  # the same steps as one process
+    for step, batch in enumerate(full):
+        assert shares[0][step] + shares[1][step] != batch  # interleaved, not cut in halves
+        assert sorted(shares[0][step] + shares[1][step]) == sorted(batch)
+        assert abs(len(shares[0][step]) - len(shares[1][step])) <= 1
+        # Dealt from a length-sorted batch: the two shares have about the same longest example.
+        longest = [max(lengths[i] for i in s[step]) for s in shares]
+        assert abs(longest[0] - longest[1]) <= max(lengths[i] for i in batch) - min(lengths[i] for i in batch)
+
+
+def test_sampler_merges_a_batch_smaller_than_the_replicas():
+    lengths = list(range(1, 34))  # 33 examples, batch 16: the last batch has 1, fewer than 2 ranks
+    shares = [list(LengthBucketSampler(lengths, batch_size=16, shuffle=False, num_replicas=2, rank=r))
+              for r in range(2)]
+    assert [len(b) for b in shares[0]] == [8, 9] and [len(b) for b in shares[1]] == [8, 8]
+    assert sorted(i for s in shares for b in s for i in b) == list(range(33))
+    with pytest.raises(ValueError, match="num_replicas=4"):
+        LengthBucketSampler([1, 2, 3], batch_size=1, num_replicas=4, rank=0)
 
 
 def test_sampler_errors():
