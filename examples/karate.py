@@ -23,6 +23,7 @@ import networkx as nx  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from graphattn import distributed  # noqa: E402
 from graphattn.graph_bench import BASELINES, GNNBaseline, Task, accuracy, fit, markdown_table  # noqa: E402
 from graphattn.graph_data import karate_club  # noqa: E402
 from graphattn.graph_models import GraphTransformer  # noqa: E402
@@ -95,7 +96,7 @@ def draw(graph_model, dense_model, data, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
+def main(write: bool = True) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--train-per-class", type=int, default=4)
@@ -132,6 +133,8 @@ def main() -> None:
     )
     table = markdown_table(rows, ["model", "test accuracy", "min", "params", "seconds"])
     print("\n" + header + table)
+    if not write:  # under torchrun only rank 0 writes
+        return
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(header + table + "\n")
     draw(kept["graph"][0], kept["dense"][0], kept["graph"][1], args.plot)
@@ -139,4 +142,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with distributed.script() as ctx:  # under torchrun the processes train together
+        main(write=ctx.is_main)

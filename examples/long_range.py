@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from graphattn import distributed  # noqa: E402
 from graphattn.graph_bench import BASELINES, GNNBaseline, Task, accuracy, fit, markdown_table  # noqa: E402
 from graphattn.graph_data import neighbors_match  # noqa: E402
 from graphattn.graph_models import GraphTransformer  # noqa: E402
@@ -42,7 +43,7 @@ def label(name: str) -> str:
     return "graphattn khop:d" if name == "khop" else f"graphattn {name}"
 
 
-def main() -> None:
+def main(write: bool = True) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--layers", type=int, default=2, help="layers of every model")
@@ -86,6 +87,8 @@ def main() -> None:
         f"{args.hidden}, {args.epochs} epochs, {args.train}/{args.test}/{args.test} trees, seed {args.seed}.\n\n"
     )
     print("\n" + header + table)
+    if not write:  # under torchrun only rank 0 writes
+        return
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(header + table + "\n")
 
@@ -103,4 +106,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with distributed.script() as ctx:  # under torchrun the processes train together
+        main(write=ctx.is_main)

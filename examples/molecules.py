@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from graphattn import distributed  # noqa: E402
 from graphattn.graph_bench import BASELINES, GNNBaseline, Task, fit, markdown_table, rmse  # noqa: E402
 from graphattn.graph_data import ATOM_DIM, BOND_DIM, freesolv, positional_encoding  # noqa: E402
 from graphattn.graph_models import GraphTransformer  # noqa: E402
@@ -69,7 +70,7 @@ def run_seed(seed: int, args) -> dict[str, dict]:
     return results
 
 
-def main() -> None:
+def main(write: bool = True) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..n-1 (split and init)")
     parser.add_argument("--five-seeds", action="store_true", help="the full protocol: seeds 0..4")
@@ -109,6 +110,8 @@ def main() -> None:
     columns = ["model", "test RMSE (kcal/mol)"] + [f"seed {s}" for s in seeds] + ["params", "seconds"]
     table = markdown_table(rows, columns)
     print("\n" + header + table)
+    if not write:  # under torchrun only rank 0 writes
+        return
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(header + table + "\n")
 
@@ -127,4 +130,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with distributed.script() as ctx:  # under torchrun the processes train together
+        main(write=ctx.is_main)

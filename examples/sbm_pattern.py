@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from graphattn import distributed
 from graphattn.graph_bench import BASELINES, GNNBaseline, Task, balanced_accuracy, fit, markdown_table
 from graphattn.graph_data import positional_encoding, sbm_pattern
 from graphattn.graph_models import GraphTransformer
@@ -38,7 +39,7 @@ def label(name: str) -> str:
     return f"PyG {BASELINES[name[4:]]}" if name.startswith("pyg:") else f"graphattn {name}"
 
 
-def main() -> None:
+def main(write: bool = True) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=300, help="training graphs")
     parser.add_argument("--test", type=int, default=150, help="validation and test graphs (each)")
@@ -83,10 +84,13 @@ def main() -> None:
     )
     table = markdown_table(rows, ["model", "test balanced acc", "val", "best epoch", "params", "seconds"])
     print("\n" + header + table)
+    if not write:  # under torchrun only rank 0 writes
+        return
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(header + table + "\n")
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    with distributed.script() as ctx:  # under torchrun the processes train together
+        main(write=ctx.is_main)

@@ -88,8 +88,11 @@ def rng_state() -> dict:
     """
     version, state, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
+    # Dropout on a GPU draws from the GPU's generator: without its state a resumed run differs.
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     return {
         "torch": torch.get_rng_state(),
+        "cuda": cuda,
         "python": [version, list(state), gauss],
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
     }
@@ -98,6 +101,10 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        for device, cuda_state in enumerate(cuda[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
     version, values, gauss = state["python"]
     random.setstate((version, tuple(values), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
@@ -23,8 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["Context", "DistributedError", "init", "shutdown", "resolve_device", "guard", "wrap", "no_sync",
-           "all_sum", "gather_shards", "barrier"]
+__all__ = ["Context", "DistributedError", "init", "current", "shutdown", "script", "resolve_device", "guard", "wrap", "no_sync",
+           "all_sum", "gather_shards", "gather_tensors", "barrier"]
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -110,10 +111,44 @@ def init(device: str = "auto", timeout: float = 600.0) -> Context:
     return Context(rank, world_size, local_rank, torch_device, timeout, owns_group=True)
 
 
+def current(device: str = "cpu") -> Context:
+    """The :class:`Context` of the process group already made (by :func:`init`), or one process."""
+    if dist.is_available() and dist.is_initialized():
+        local_rank = _env_int("LOCAL_RANK", 0)
+        return Context(dist.get_rank(), dist.get_world_size(), local_rank, resolve_device(device, local_rank))
+    return Context(device=resolve_device(device))
+
+
+def gather_tensors(tensor: Tensor, ctx: Context) -> Tensor:
+    """The ranks' ``tensor`` s (any first dimension) concatenated in rank order, on every rank."""
+    if not ctx.distributed:
+        return tensor
+    parts: list = [None] * ctx.world_size
+    dist.all_gather_object(parts, tensor.cpu())
+    return torch.cat(parts).to(tensor.device)
+
+
 def shutdown(ctx: Context) -> None:
     """Destroy the process group if :func:`init` created it."""
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def script(device: str = "cpu", timeout: float = 600.0) -> Iterator[Context]:
+    """A script's body under torchrun: join the group, let only rank 0 print, leave the group.
+
+    ``with distributed.script() as ctx: main(write=ctx.is_main)`` runs a script unchanged in
+    one process or in ``W`` (whose :func:`~graphattn.graph_bench.fit` calls then train
+    together); the script writes its files only where ``ctx.is_main``.
+    """
+    ctx = init(device, timeout)
+    try:
+        with guard(ctx), open(os.devnull, "w") as devnull, \
+                contextlib.redirect_stdout(sys.stdout if ctx.is_main else devnull):
+            yield ctx
+    finally:
+        shutdown(ctx)
 
 
 @contextlib.contextmanager

@@ -244,17 +244,32 @@ def test_a_failed_process_fails_the_run_instead_of_hanging(tmp_path, how):
     assert results[0]["seconds"] < 40 and time.monotonic() - start < 60
 
 
-def test_torchrun_runs_the_cli_unchanged(tmp_path):
+def torchrun_command() -> list:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun is not installed next to this Python")
+    return [torchrun, "--nproc-per-node=2", "--master-addr=127.0.0.1", f"--master-port={free_port()}"]
+
+
+def test_torchrun_runs_a_graph_example_unchanged(tmp_path):
+    example = Path(__file__).parents[1] / "examples" / "long_range.py"
+    cmd = torchrun_command() + [str(example), "--depths", "2", "--train", "64", "--test", "16", "--epochs", "2",
+                                "--patterns", "graph", "--baselines", "gcn", "--out", str(tmp_path / "t.md"),
+                                "--plot", str(tmp_path / "t.png")]
+    env = os.environ | {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("depth 2  ") == 2  # one line per model, from rank 0 only
+    assert (tmp_path / "t.md").read_text().count("| graphattn graph |") == 1 and (tmp_path / "t.png").is_file()
+
+
+def test_torchrun_runs_the_cli_unchanged(tmp_path):
     flags = ["--train-size", "160", "--valid-size", "8", "--test-size", "8", "--d-model", "32", "--layers", "1",
              "--ff", "64", "--dropout", "0", "--batch-size", "16", "--warmup", "20", "--max-len", "24",
              "--threads", "1", "--no-progress", "--steps", "2", "--eval-every", "2", "--device", "cpu",
              "--out", str(tmp_path / "cli")]
     env = os.environ | {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    cmd = [torchrun, "--nproc-per-node=2", "--master-addr=127.0.0.1", f"--master-port={free_port()}",
-           "-m", "graphattn.cli", "train", *flags]
+    cmd = torchrun_command() + ["-m", "graphattn.cli", "train", *flags]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("best validation BLEU") == 1  # rank 0 speaks for both
