@@ -30,7 +30,7 @@ from graphattn.graph_bench import BASELINES, GNNBaseline, Task, fit, markdown_ta
 from graphattn.graph_data import ATOM_DIM, BOND_DIM, freesolv, positional_encoding  # noqa: E402
 from graphattn.graph_models import GraphTransformer  # noqa: E402
 
-# graphattn models as "pattern[/normalization]", PyG baselines as "pyg:<conv>"
+# graphattn models as "pattern[/normalization][+key][+vn]", PyG baselines as "pyg:<conv>"
 MODELS = ["graph", "graph/sigmoid", "dense", "gps/sigmoid"] + [f"pyg:{conv}" for conv in BASELINES]
 
 
@@ -38,8 +38,15 @@ def make_model(name: str, args) -> torch.nn.Module:
     common = dict(edge_dim=BOND_DIM, pe=args.pe, pe_dim=args.pe_dim, dropout=args.dropout, task="graph", pool=args.pool)
     if name.startswith("pyg:"):
         return GNNBaseline(ATOM_DIM, args.hidden, 1, args.layers, name[4:], num_heads=args.heads, **common)
-    pattern, _, normalization = name.partition("/")
-    attn_kwargs = {"normalization": normalization} if normalization else None
+    spec, *extras = name.split("+")
+    pattern, _, normalization = spec.partition("/")
+    unknown = set(extras) - {"key", "vn"}
+    if unknown:
+        raise ValueError(f"model {name!r}: unknown options {sorted(unknown)} (known: +key, +vn)")
+    attn_kwargs = {"normalization": normalization} if normalization else {}
+    if "key" in extras:  # bonds also enter the keys: their effect on a score depends on the query
+        attn_kwargs["edge_key"] = True
+    common["virtual_node"] = "vn" in extras
     return GraphTransformer(ATOM_DIM, args.hidden, 1, args.layers, args.heads, pattern=pattern, attn_kwargs=attn_kwargs,
                             **common)
 

@@ -128,7 +128,7 @@ class GraphMultiheadAttention(MessagePassing):
     .. math::
         q_i = W_q x_i + b_q, \quad k_j = W_k x_j + b_k, \quad v_j = W_v x_j + b_v
 
-        s_{ij} = \frac{\langle q_i, k_j \rangle}{\sqrt{d_{head}}} + w_h^\top e_{ij}
+        s_{ij} = \frac{\langle q_i, k_j + W_k^e e_{ij} \rangle}{\sqrt{d_{head}}} + w_h^\top e_{ij}
                  + \beta_{ij}, \qquad
         \alpha_{ij} = \operatorname{softmax}_{j \to i} (s_{ij})
 
@@ -136,7 +136,8 @@ class GraphMultiheadAttention(MessagePassing):
                         \left(v_j + W_e e_{ij}\right) + b_o
 
     with edge features :math:`e_{ij}` (``edge_attr``, when ``edge_dim`` is set; the value term
-    :math:`W_e e_{ij}` only with ``edge_value=True``) and a direct score bias
+    :math:`W_e e_{ij}` only with ``edge_value=True``, the query-dependent key term
+    :math:`W_k^e e_{ij}` only with ``edge_key=True``, as in PyG's ``TransformerConv``) and a direct score bias
     :math:`\beta_{ij}` (``attn_bias``). ``normalization="relu"`` replaces the softmax by
     :math:`\mathrm{relu}(s_{ij}) / |\{j \to i\}|`, ``"sigmoid"`` by :math:`\sigma(s_{ij})`.
     A query with no allowed key outputs exactly zero.
@@ -185,6 +186,8 @@ class GraphMultiheadAttention(MessagePassing):
             (default: :obj:`"auto"`)
         edge_value (bool, optional): edge features also add a value term (needs ``edge_dim``).
             (default: :obj:`False`)
+        edge_key (bool, optional): edge features also add a key term, so that their effect on
+            the score depends on the query (needs ``edge_dim``). (default: :obj:`False`)
 
     Shapes:
         - **input:** node features :math:`(N, F)` or bipartite :math:`((N_k, F_k), (N_q, F))`,
@@ -207,6 +210,7 @@ class GraphMultiheadAttention(MessagePassing):
         normalization: str = "softmax",
         backend: str = "auto",
         edge_value: bool = False,
+        edge_key: bool = False,
     ):
         super().__init__(aggr="add", node_dim=0)
         embed_dim = P._check_int("embed_dim", embed_dim, 1)
@@ -219,8 +223,9 @@ class GraphMultiheadAttention(MessagePassing):
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if edge_value and edge_dim is None:
-            raise ValueError("edge_value=True needs edge_dim (the size of edge_attr)")
+        for name, flag in (("edge_value", edge_value), ("edge_key", edge_key)):
+            if flag and edge_dim is None:
+                raise ValueError(f"{name}=True needs edge_dim (the size of edge_attr)")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
@@ -249,6 +254,7 @@ class GraphMultiheadAttention(MessagePassing):
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.lin_edge = nn.Linear(self.edge_dim, num_heads) if self.edge_dim else None
         self.lin_edge_value = nn.Linear(self.edge_dim, embed_dim, bias=False) if edge_value else None
+        self.lin_edge_key = nn.Linear(self.edge_dim, embed_dim, bias=False) if edge_key else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -266,6 +272,8 @@ class GraphMultiheadAttention(MessagePassing):
             self.lin_edge.reset_parameters()
         if self.lin_edge_value is not None:
             self.lin_edge_value.reset_parameters()
+        if self.lin_edge_key is not None:
+            self.lin_edge_key.reset_parameters()
 
     # ------------------------------------------------------------------------- torch interop
 
@@ -492,6 +500,11 @@ class GraphMultiheadAttention(MessagePassing):
         else:
             (w_q, b_q), _, _ = self._weights()
             q = F.linear(x_query, w_q, b_q).view(-1, self.num_heads, self.head_dim)
+        if self.lin_edge_key is not None and edge_attr is not None:
+            # <q_i, W e_ij> per edge and head: an [E, H, D] product, as the value term needs too.
+            edge_key = self.lin_edge_key(edge_attr).view(-1, self.num_heads, self.head_dim)
+            term = (q[edge_index[1]] * edge_key).sum(-1) * self.head_dim ** -0.5
+            bias = term if bias is None else bias + term
         dropout_p = self.dropout if self.training else 0.0
         if backend == "edges":
             layout = CSRLayout.build(edge_index, num_q, num_k)
@@ -550,6 +563,8 @@ class GraphMultiheadAttention(MessagePassing):
 
     def __repr__(self) -> str:
         extra = f", edge_dim={self.edge_dim}" if self.edge_dim else ""
+        extra += ", edge_value=True" if self.lin_edge_value is not None else ""
+        extra += ", edge_key=True" if self.lin_edge_key is not None else ""
         if self.normalization != "softmax":
             extra += f", normalization={self.normalization!r}"
         return f"{type(self).__name__}({self.embed_dim}, num_heads={self.num_heads}{extra}, backend={self.backend!r})"

@@ -505,8 +505,9 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
     log_file, log = _open_log(paths["log"], step) if ctx.is_main else (None, None)
     bar = tqdm(total=config.steps, initial=step, disable=not (config.progress and ctx.is_main), dynamic_ncols=True,
                desc="train")
+    say = bar.write if ctx.is_main else (lambda message: None)  # tqdm.write ignores disable
     if ctx.distributed or config.accumulate > 1:
-        bar.write(f"{ctx.world_size} process(es) x {config.accumulate} micro-batch(es) a step; global batch: "
+        say(f"{ctx.world_size} process(es) x {config.accumulate} micro-batch(es) a step; global batch: "
                   + ", ".join(f"{k} {v}" for k, v in global_batch.items() if v))
     losses, valid, batches = [], {}, None
     tokens = train_seconds = 0.0
@@ -542,7 +543,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
             if step % config.eval_every == 0 or step == config.steps or stopped_by == "time_limit":
                 valid = evaluate_sharded(model, src_vocab, tgt_vocab, pairs["valid"], config.max_len, ctx)
                 row.update(valid_bleu=f"{valid['bleu']:.2f}", valid_em=f"{valid['exact_match']:.2f}")
-                bar.write(f"step {step}: valid BLEU {valid['bleu']:.2f}, exact match {valid['exact_match']:.1f}%")
+                say(f"step {step}: valid BLEU {valid['bleu']:.2f}, exact match {valid['exact_match']:.1f}%")
                 rng_ranks = distributed.gather_shards([rng_state()], ctx)
                 improved = valid["bleu"] > best_bleu
                 best_bleu = max(best_bleu, valid["bleu"])

@@ -206,6 +206,33 @@ def test_edge_attr_bias_and_value_against_reference():
     assert layer.lin_edge.weight.grad.abs().sum() > 0 and layer.lin_edge_value.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("backend", ["edges", "window", "dense"])
+def test_edge_key_term_against_reference(backend):
+    # Pattern window(40) on short examples: every backend can compute it, each with an edge bias.
+    torch.manual_seed(4)
+    ptr = make_ptr(LENGTHS)
+    n = int(ptr[-1])
+    x = torch.randn(n, 8, requires_grad=True)
+    pattern = P.window(40)
+    edge_index = pattern.edge_index(ptr)
+    edge_attr = torch.randn(edge_index.size(1), 3)
+    layer = GraphMultiheadAttention(8, 2, edge_dim=3, edge_key=True, backend=backend).eval()
+    out = layer(x, pattern=pattern, ptr=ptr, edge_attr=edge_attr)
+    w_q, b_q = layer.in_proj_weight[:8], layer.in_proj_bias[:8]
+    q = (x @ w_q.t() + b_q).view(n, 2, 4)
+    key_term = (q[edge_index[1]] * layer.lin_edge_key(edge_attr).view(-1, 2, 4)).sum(-1) / 2.0  # sqrt(head_dim)
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    mask[edge_index[1], edge_index[0]] = True
+    bias = torch.zeros(n, n, 2)
+    bias[edge_index[1], edge_index[0]] = layer.lin_edge(edge_attr) + key_term
+    expected, _ = reference(layer, x, x, x, mask, bias)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    out.square().sum().backward()
+    assert layer.lin_edge_key.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="edge_key=True needs edge_dim"):
+        GraphMultiheadAttention(8, 2, edge_key=True)
+
+
 @pytest.mark.parametrize("normalization", ["relu", "sigmoid"])
 def test_other_normalizations(normalization):
     torch.manual_seed(3)

@@ -272,6 +272,6 @@ def test_torchrun_runs_the_cli_unchanged(tmp_path):
     cmd = torchrun_command() + ["-m", "graphattn.cli", "train", *flags]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.count("best validation BLEU") == 1  # rank 0 speaks for both
+    assert proc.stdout.count("best validation BLEU") == 1 and proc.stdout.count("step 2: valid BLEU") == 1  # rank 0 only
     ckpt = load_checkpoint(tmp_path / "cli" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["data"]["world_size"] == 2
