@@ -10,7 +10,9 @@ the epoch of the best validation RMSE. Bond types enter graphattn's attention as
 bias and a value term; on the pairs of the wider patterns a shortest-path-distance bucket biases
 the score. "/sigmoid" models use GraphMultiheadAttention(normalization="sigmoid"): weights that
 sum over the neighbours instead of averaging them, so that a node can count its substituents
-(softmax attention cannot). Writes docs/molecules.md and docs/molecules.png.
+(softmax attention cannot); "+key" models also add the bond features to the keys
+(``edge_key=True``, as TransformerConv does), "+vn" ones a virtual node. Writes
+docs/molecules.md and docs/molecules.png.
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ from graphattn.graph_data import ATOM_DIM, BOND_DIM, freesolv, positional_encodi
 from graphattn.graph_models import GraphTransformer  # noqa: E402
 
 # graphattn models as "pattern[/normalization][+key][+vn]", PyG baselines as "pyg:<conv>"
-MODELS = ["graph", "graph/sigmoid", "dense", "gps/sigmoid"] + [f"pyg:{conv}" for conv in BASELINES]
+MODELS = ["graph", "graph/sigmoid", "dense", "gps/sigmoid", "gps/sigmoid+key", "graph/sigmoid+key",
+          "graph/sigmoid+key+vn", "graph+key", "khop:2/sigmoid+key", "khop:3/sigmoid+key"] + \
+    [f"pyg:{conv}" for conv in BASELINES]
 
 
 def make_model(name: str, args) -> torch.nn.Module:

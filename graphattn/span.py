@@ -13,6 +13,8 @@ the window backend computes it and the network learns its own range instead of b
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -34,7 +36,8 @@ class LearnedSpan(nn.Module):
             (default: 1e-4)
 
     Shapes:
-        - **input:** ``edge_index`` :math:`(2, E)` of ``pattern.edge_index(ptr)``, ``ptr`` :math:`(B + 1)`
+        - **input:** ``edge_index`` :math:`(2, E)` of ``pattern.edge_index(ptr)``, ``ptr`` :math:`(B + 1)`,
+          ``distance`` :math:`(E)` (optional)
         - **output:** :math:`(E, H)`
     """
 
@@ -46,6 +49,8 @@ class LearnedSpan(nn.Module):
         if not 0.0 <= init_fraction <= 1.0:
             raise ValueError(f"init_fraction must be in [0, 1], got {init_fraction}")
         self.init_fraction = init_fraction
+        if not 0.0 < min_mask <= 1.0:
+            raise ValueError(f"min_mask must be in (0, 1], got {min_mask}")
         self.min_mask = min_mask
         # The span is stored as a fraction of max_span, so its learning rate does not depend on S.
         self.span_fraction = nn.Parameter(torch.empty(num_heads))
@@ -67,11 +72,16 @@ class LearnedSpan(nn.Module):
         """Mean span as a fraction of ``max_span``: an L1 cost that keeps spans as short as they can be."""
         return self.span_fraction.clamp(0, 1).mean()
 
-    def forward(self, edge_index: Tensor, ptr: Tensor) -> Tensor:
-        distance = relative_positions(edge_index, ptr).abs().to(self.span_fraction.dtype)  # [E]
+    def forward(self, edge_index: Tensor, ptr: Tensor, distance: Optional[Tensor] = None) -> Tensor:
+        """The bias ``[E, H]``; ``distance`` may cache ``relative_positions(edge_index, ptr).abs()``
+        when several layers share the edges."""
+        if distance is None:
+            distance = relative_positions(edge_index, ptr).abs()
+        distance = distance.to(self.span_fraction.dtype)  # [E]
         span = self.span_fraction.clamp(0, 1) * self.max_span  # [H]
-        mask = ((self.ramp + span.unsqueeze(0) - distance.unsqueeze(1)) / self.ramp).clamp(0, 1)
-        return mask.clamp(min=self.min_mask).log()  # [E, H]
+        # clamp(0, 1) then the floor min_mask > 0, in one pass over the [E, H] scores.
+        mask = ((self.ramp + span.unsqueeze(0) - distance.unsqueeze(1)) / self.ramp).clamp(self.min_mask, 1)
+        return mask.log()  # [E, H]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_heads={self.num_heads}, max_span={self.max_span}, ramp={self.ramp})"

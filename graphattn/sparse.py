@@ -28,6 +28,7 @@ class CSRLayout(NamedTuple):
     row: Tensor  # [E] query of each edge
     colptr: Tensor  # [Nk + 1] CSR offsets of the transpose (over keys)
     perm: Tensor  # [E] edge order of the transpose (sorted by key, then query)
+    row_t: Tensor  # [E] row[perm]: the query of each edge of the transpose
     num_queries: int
     num_keys: int
 
@@ -37,17 +38,15 @@ class CSRLayout(NamedTuple):
         rowptr = torch._convert_indices_from_coo_to_csr(dst, num_queries)
         perm = torch.sort(src * max(num_queries, 1) + dst).indices
         colptr = torch._convert_indices_from_coo_to_csr(src[perm], num_keys)
-        return CSRLayout(rowptr, src, dst, colptr, perm, num_queries, num_keys)
+        return CSRLayout(rowptr, src, dst, colptr, perm, dst[perm], num_queries, num_keys)
 
     def matrix(self, values: Tensor, transpose: bool = False) -> Tensor:
-        """A CSR matrix ``[Nq, Nk]`` (or ``[Nk, Nq]``) with one value an edge."""
+        """A CSR matrix ``[Nq, Nk]`` (or ``[Nk, Nq]``) with one value an edge; for the
+        transpose, ``values`` must already be in the transpose's edge order (``values[perm]``)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
             if transpose:
-                return torch.sparse_csr_tensor(
-                    self.colptr, self.row[self.perm], values[self.perm],
-                    (self.num_keys, self.num_queries),
-                )
+                return torch.sparse_csr_tensor(self.colptr, self.row_t, values, (self.num_keys, self.num_queries))
             return torch.sparse_csr_tensor(
                 self.rowptr, self.col, values, (self.num_queries, self.num_keys)
             )
@@ -56,12 +55,15 @@ class CSRLayout(NamedTuple):
 def _spmm(layout: CSRLayout, values: Tensor, dense: Tensor, transpose: bool = False) -> Tensor:
     """Per head: ``A_h @ dense_h`` with ``A_h`` holding ``values[:, h]``. ``[E, H] x [M, H, D]``."""
     num_rows = layout.num_keys if transpose else layout.num_queries
-    out = dense.new_empty(num_rows, dense.size(1), dense.size(2))
     if values.numel() == 0 or dense.numel() == 0:
-        return out.zero_()
-    for h in range(dense.size(1)):  # a handful of heads; each product is one kernel call
-        out[:, h] = layout.matrix(values[:, h].contiguous(), transpose) @ dense[:, h].contiguous()
-    return out
+        return dense.new_zeros(num_rows, dense.size(1), dense.size(2))
+    if transpose:  # one gather for all heads: random access over [E, H] is the costly part
+        values = values[layout.perm]
+    # Head-major copies made once: slicing a head out of [E, H] would read all of it per head,
+    # which costs the most once E * H no longer fits in the cache.
+    values, dense = values.t().contiguous(), dense.transpose(0, 1).contiguous()
+    heads = [layout.matrix(values[h], transpose) @ dense[h] for h in range(dense.size(0))]
+    return torch.stack(heads, dim=1)
 
 
 def _sddmm(layout: CSRLayout, left: Tensor, right: Tensor) -> Tensor:
