@@ -126,13 +126,14 @@ def main(write: bool = True) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(header + table + "\n")
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     for i, name in enumerate(args.models):
         scores = [r[name]["test"] for r in per_seed]
         ax.scatter([i] * len(scores), scores, color="tab:blue" if not name.startswith("pyg:") else "tab:gray")
         ax.hlines(statistics.mean(scores), i - 0.3, i + 0.3, color="black")
     ax.axhline(1.2, color="tab:red", linestyle="--", label="1.2 kcal/mol")
-    ax.set_xticks(range(len(args.models)), [label(n).replace(" ", "\n", 1) for n in args.models], fontsize=8)
+    ax.set_xticks(range(len(args.models)), [label(n).replace("graphattn ", "") for n in args.models],
+                  rotation=35, ha="right", fontsize=8)
     ax.set(ylabel="test RMSE (kcal/mol)", title=f"FreeSolv, seeds {seeds} (dots), mean (bar)")
     ax.legend()
     fig.tight_layout()
