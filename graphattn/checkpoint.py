@@ -4,9 +4,10 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 ``torch.load(path, weights_only=True)`` (no pickled code runs on load)::
 
     {"format": "graphattn-checkpoint", "version": 1, "step": int, "model": state_dict,
-     "optimizer": state_dict, "scheduler": state_dict, "rng": rng_state(),
-     "data": {"epoch": int, "batch": int}, "config": dict, "vocab": {"src": ..., "tgt": ...},
-     "best_bleu": float}
+     "optimizer": state_dict, "scheduler": state_dict, "rng": rng_state() of rank 0,
+     "rng_ranks": [rng_state() of each rank], "data": {"epoch": int, "batch": int,
+     "global_batch": {"batch_size", "max_tokens"}, "world_size": int}, "config": dict,
+     "vocab": {"src": ..., "tgt": ...}, "best_bleu": float}
 
 :func:`save_checkpoint` writes a temporary file in the target's directory and renames it over
 the target with ``os.replace`` (atomic on POSIX and Windows), so a crash while saving leaves the

@@ -18,7 +18,7 @@ import datetime
 import os
 import sys
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -214,7 +214,3 @@ def no_sync(model: nn.Module, sync: bool):
     if sync or not isinstance(model, nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return model.no_sync()
-
-
-def move(tensors: Sequence[Optional[Tensor]], device: torch.device) -> list:
-    return [None if t is None else t.to(device, non_blocking=True) for t in tensors]

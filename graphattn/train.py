@@ -522,7 +522,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
                 continue
             micro = [flat_collate([train_set[i] for i in items])
                      for items in split_batch(batches[position], config.accumulate)]
-            micro = [FlatBatch(*distributed.move(mb, ctx.device)) for mb in micro]
+            micro = [FlatBatch(*(t.to(ctx.device) for t in mb)) for mb in micro]
             position += 1
             lr = optimizer.param_groups[0]["lr"]
             tic = time.perf_counter()
