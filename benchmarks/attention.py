@@ -74,7 +74,7 @@ def run_one(kind: str, impl: str, n: int, repeats: int) -> dict:
         out = fn()
         out.square().mean().backward()
 
-    from graphattn.compare import median_seconds
+    from graphattn.utils.bench import median_seconds
 
     seconds = median_seconds(step, repeats)
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024

@@ -11,9 +11,9 @@ import argparse
 
 import torch
 
-from graphattn.compare import median_seconds
-from graphattn.decoding import beam_search, greedy_decode
-from graphattn.models import Seq2Seq
+from graphattn.text.decoding import beam_search, greedy_decode
+from graphattn.text.model import Seq2Seq
+from graphattn.utils.bench import median_seconds
 
 
 def main() -> None:

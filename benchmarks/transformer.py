@@ -26,7 +26,7 @@ def run_one(kind: str, impl: str, repeats: int) -> dict:
     from torch import nn
 
     from graphattn import patterns
-    from graphattn.transformer import Transformer
+    from graphattn.nn import Transformer
 
     torch.manual_seed(0)
     d, heads, layers, ff = 256, 8, 3, 1024

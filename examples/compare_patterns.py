@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from graphattn import compare
+from graphattn import cli
 
 
 def main() -> None:
@@ -31,15 +31,13 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out or ("docs/compare/quick" if args.quick else "docs/compare"))
 
-    # The same options as `graphattn compare`, so that the example is the command's default run.
-    compare_parser = argparse.ArgumentParser()
-    compare.add_arguments(compare_parser)
-    argv = ["--out", str(out), "--threads", str(args.threads)] + ["--quick"] * args.quick \
+    # The command's own default run, so that the example is exactly `graphattn compare`.
+    argv = ["compare", "--out", str(out), "--threads", str(args.threads)] + ["--quick"] * args.quick \
         + ["--no-progress"] * args.no_progress
     start = time.perf_counter()
-    compare.run(compare_parser.parse_args(argv))
+    cli.main(argv)
     wall = time.perf_counter() - start
-    record = {"command": "graphattn compare " + " ".join(argv), "wall_seconds": round(wall, 1),
+    record = {"command": "graphattn " + " ".join(argv), "wall_seconds": round(wall, 1),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
               "processor": platform.processor() or None}
     (out / "run.json").write_text(json.dumps(record, indent=1) + "\n")

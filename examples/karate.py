@@ -24,22 +24,23 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from graphattn import distributed  # noqa: E402
-from graphattn.graph_bench import BASELINES, GNNBaseline, Task, accuracy, fit, markdown_table  # noqa: E402
-from graphattn.graph_data import karate_club  # noqa: E402
-from graphattn.graph_models import GraphTransformer  # noqa: E402
+from graphattn.graphs import BASELINES, GNNBaseline, Task, accuracy, fit  # noqa: E402
+from graphattn.graphs.datasets import karate_club  # noqa: E402
+from graphattn.nn import GraphTransformer  # noqa: E402
+from graphattn.utils.tables import markdown_table  # noqa: E402
 
 MASKED = Task(select=lambda out, data: (out[data.mask], data.y[data.mask]), loss=F.cross_entropy, metric=accuracy)
-PATTERNS = ["graph", "khop:2", "dense", "gps"]
-
-
-# graphattn patterns by name, PyG baselines as "pyg:<conv>" (GPS is both).
-MODELS = PATTERNS + [f"pyg:{conv}" for conv in BASELINES]
+# graphattn models: a pattern (the one grammar) and architecture options as keyword arguments.
+GRAPHATTN = {"graph": {"pattern": "graph"}, "khop:2": {"pattern": "khop:2"}, "dense": {"pattern": "dense"},
+             "gps": {"pattern": "dense", "local_mpnn": True}}  # GraphGPS: dense attention beside GINE
+# PyG baselines as "pyg:<conv>"
+MODELS = list(GRAPHATTN) + [f"pyg:{conv}" for conv in BASELINES]
 
 
 def make_model(name: str, args) -> torch.nn.Module:
     if name.startswith("pyg:"):
         return GNNBaseline(34, args.hidden, 2, args.layers, name[4:], num_heads=args.heads, dropout=args.dropout)
-    return GraphTransformer(34, args.hidden, 2, args.layers, args.heads, pattern=name, dropout=args.dropout)
+    return GraphTransformer(34, args.hidden, 2, args.layers, args.heads, dropout=args.dropout, **GRAPHATTN[name])
 
 
 def label(name: str) -> str:

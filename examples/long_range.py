@@ -21,9 +21,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from graphattn import distributed  # noqa: E402
-from graphattn.graph_bench import BASELINES, GNNBaseline, Task, accuracy, fit, markdown_table  # noqa: E402
-from graphattn.graph_data import neighbors_match  # noqa: E402
-from graphattn.graph_models import GraphTransformer  # noqa: E402
+from graphattn.graphs import BASELINES, GNNBaseline, Task, accuracy, fit  # noqa: E402
+from graphattn.graphs.datasets import neighbors_match  # noqa: E402
+from graphattn.nn import GraphTransformer  # noqa: E402
+from graphattn.utils.tables import markdown_table  # noqa: E402
 
 ROOT_TASK = Task(select=lambda out, batch: (out[batch.root_mask], batch.y), loss=F.cross_entropy, metric=accuracy)
 

@@ -8,11 +8,12 @@ new random 80/10/10 one and every model starts from its own init; each is traine
 (targets standardised on the training set, AdamW, cosine schedule) and the test RMSE is taken at
 the epoch of the best validation RMSE. Bond types enter graphattn's attention as a per-head score
 bias and a value term; on the pairs of the wider patterns a shortest-path-distance bucket biases
-the score. "/sigmoid" models use GraphMultiheadAttention(normalization="sigmoid"): weights that
+the score. "sigmoid" models use GraphMultiheadAttention(normalization="sigmoid"): weights that
 sum over the neighbours instead of averaging them, so that a node can count its substituents
-(softmax attention cannot); "+key" models also add the bond features to the keys
-(``edge_key=True``, as TransformerConv does), "+vn" ones a virtual node. Writes
-docs/molecules.md and docs/molecules.png.
+(softmax attention cannot); "key" models also add the bond features to the keys
+(``edge_key=True``, as TransformerConv does), "vn" ones a virtual node, "gps" ones GraphGPS's
+local GINE layer (``local_mpnn=True``). Models are named in ``GRAPHATTN``: a pattern of the one
+grammar and keyword arguments. Writes docs/molecules.md and docs/molecules.png.
 """
 from __future__ import annotations
 
@@ -28,31 +29,36 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from graphattn import distributed  # noqa: E402
-from graphattn.graph_bench import BASELINES, GNNBaseline, Task, fit, markdown_table, rmse  # noqa: E402
-from graphattn.graph_data import ATOM_DIM, BOND_DIM, freesolv, positional_encoding  # noqa: E402
-from graphattn.graph_models import GraphTransformer  # noqa: E402
+from graphattn.graphs import BASELINES, GNNBaseline, Task, fit, rmse  # noqa: E402
+from graphattn.graphs.datasets import ATOM_DIM, BOND_DIM, freesolv  # noqa: E402
+from graphattn.nn import GraphTransformer  # noqa: E402
+from graphattn.transforms import positional_encoding_transform  # noqa: E402
+from graphattn.utils.tables import markdown_table  # noqa: E402
 
-# graphattn models as "pattern[/normalization][+key][+vn]", PyG baselines as "pyg:<conv>"
-MODELS = ["graph", "graph/sigmoid", "dense", "gps/sigmoid", "gps/sigmoid+key", "graph/sigmoid+key",
-          "graph/sigmoid+key+vn", "graph+key", "khop:2/sigmoid+key", "khop:3/sigmoid+key"] + \
-    [f"pyg:{conv}" for conv in BASELINES]
+SIGMOID = {"normalization": "sigmoid"}  # weights that sum over the neighbours: a node can count them
+KEY = {"edge_key": True}  # bonds also enter the keys: their effect on a score depends on the query
+# graphattn models: a pattern (the one grammar) and architecture options as keyword arguments.
+GRAPHATTN = {
+    "graph": {"pattern": "graph"},
+    "graph, sigmoid": {"pattern": "graph", "attn_kwargs": SIGMOID},
+    "dense": {"pattern": "dense"},
+    "gps, sigmoid": {"pattern": "dense", "local_mpnn": True, "attn_kwargs": SIGMOID},
+    "gps, sigmoid, key": {"pattern": "dense", "local_mpnn": True, "attn_kwargs": SIGMOID | KEY},
+    "graph, sigmoid, key": {"pattern": "graph", "attn_kwargs": SIGMOID | KEY},
+    "graph, sigmoid, key, vn": {"pattern": "graph", "attn_kwargs": SIGMOID | KEY, "virtual_node": True},
+    "graph, key": {"pattern": "graph", "attn_kwargs": KEY},
+    "khop:2, sigmoid, key": {"pattern": "khop:2", "attn_kwargs": SIGMOID | KEY},
+    "khop:3, sigmoid, key": {"pattern": "khop:3", "attn_kwargs": SIGMOID | KEY},
+}
+# PyG baselines as "pyg:<conv>"
+MODELS = list(GRAPHATTN) + [f"pyg:{conv}" for conv in BASELINES]
 
 
 def make_model(name: str, args) -> torch.nn.Module:
     common = dict(edge_dim=BOND_DIM, pe=args.pe, pe_dim=args.pe_dim, dropout=args.dropout, task="graph", pool=args.pool)
     if name.startswith("pyg:"):
         return GNNBaseline(ATOM_DIM, args.hidden, 1, args.layers, name[4:], num_heads=args.heads, **common)
-    spec, *extras = name.split("+")
-    pattern, _, normalization = spec.partition("/")
-    unknown = set(extras) - {"key", "vn"}
-    if unknown:
-        raise ValueError(f"model {name!r}: unknown options {sorted(unknown)} (known: +key, +vn)")
-    attn_kwargs = {"normalization": normalization} if normalization else {}
-    if "key" in extras:  # bonds also enter the keys: their effect on a score depends on the query
-        attn_kwargs["edge_key"] = True
-    common["virtual_node"] = "vn" in extras
-    return GraphTransformer(ATOM_DIM, args.hidden, 1, args.layers, args.heads, pattern=pattern, attn_kwargs=attn_kwargs,
-                            **common)
+    return GraphTransformer(ATOM_DIM, args.hidden, 1, args.layers, args.heads, **GRAPHATTN[name], **common)
 
 
 def label(name: str) -> str:
@@ -62,7 +68,7 @@ def label(name: str) -> str:
 def run_seed(seed: int, args) -> dict[str, dict]:
     splits = freesolv(seed=seed)
     if args.pe:
-        transform = positional_encoding(args.pe, args.pe_dim)
+        transform = positional_encoding_transform(args.pe, args.pe_dim)
         splits = {k: [transform(d) for d in v] for k, v in splits.items()}
     y = torch.cat([d.y for d in splits["train"]])
     mean, std = float(y.mean()), float(y.std())
@@ -95,7 +101,7 @@ def main(write: bool = True) -> None:
     parser.add_argument("--pool", default="add", choices=["add", "mean", "max"])
     parser.add_argument("--pe", default="random_walk", choices=["laplacian", "random_walk", "none"])
     parser.add_argument("--pe-dim", type=int, default=8)
-    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS, metavar="MODEL")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="docs/molecules.md")
     parser.add_argument("--plot", default="docs/molecules.png")

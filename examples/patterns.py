@@ -25,20 +25,12 @@ from graphattn import patterns  # noqa: E402
 def gallery(n: int) -> dict:
     # A social graph for the graph-restricted patterns: the karate club has 34 members.
     karate = from_networkx(nx.karate_club_graph()).edge_index
-    return {
-        "dense()": (patterns.dense(), n),
-        "causal()": (patterns.causal(), n),
-        "window(3)": (patterns.window(3), n),
-        "causal() & window(4)": (patterns.causal() & patterns.window(4), n),
-        "dilated(3, dilation=3)": (patterns.dilated(3, 3), n),
-        "block(8)": (patterns.block(8), n),
-        "global_tokens([0, 16])": (patterns.global_tokens([0, 16]), n),
-        "random(3, seed=0)": (patterns.random(3, seed=0), n),
-        "bigbird(2, 2, 2, seed=0)": (patterns.bigbird(2, num_global=2, num_random=2, seed=0), n),
-        "window(2) | global_tokens([0])": (patterns.window(2) | patterns.global_tokens([0]), n),
-        "graph(karate club)": (patterns.graph(karate), 34),
-        "khop(karate club, 2)": (patterns.khop(karate, 2), 34),
-    }
+    specs = ["dense", "causal", "window:3", "causal&window:4", "dilated:3:3", "block:8", "global:0:16", "random:3:0",
+             "bigbird:2:2:2:0", "window:2|global:0"]
+    items = {spec: (patterns.parse(spec), n, None) for spec in specs}  # names in the one grammar
+    items["graph (karate club)"] = (patterns.graph(), 34, karate)  # graph patterns read the graph
+    items["khop:2 (karate club)"] = (patterns.khop(2), 34, karate)
+    return items
 
 
 def main() -> None:
@@ -51,10 +43,10 @@ def main() -> None:
     cols = 4
     rows = -(-len(items) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows))
-    for ax, (name, (pattern, n)) in zip(axes.flat, items.items()):
+    for ax, (name, (pattern, n, graph)) in zip(axes.flat, items.items()):
         ptr = torch.tensor([0, n])
-        mask = pattern.to_dense(ptr)
-        stats = pattern.stats(ptr)
+        mask = pattern.to_dense(ptr, graph=graph)
+        stats = pattern.stats(ptr, graph=graph)
         ax.imshow(mask.numpy(), cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
         path = stats["max_path_length"]
         ax.set_title(f"{name}\n{stats['num_edges']} edges, path {path}", fontsize=9)

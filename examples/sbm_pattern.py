@@ -18,21 +18,27 @@ import torch
 import torch.nn.functional as F
 
 from graphattn import distributed
-from graphattn.graph_bench import BASELINES, GNNBaseline, Task, balanced_accuracy, fit, markdown_table
-from graphattn.graph_data import positional_encoding, sbm_pattern
-from graphattn.graph_models import GraphTransformer
+from graphattn.graphs import BASELINES, GNNBaseline, Task, balanced_accuracy, fit
+from graphattn.graphs.datasets import sbm_pattern
+from graphattn.nn import GraphTransformer
+from graphattn.transforms import positional_encoding_transform
+from graphattn.utils.tables import markdown_table
 
-# graphattn models as "pattern[/normalization]", PyG baselines as "pyg:<conv>"
-MODELS = ["graph", "graph/sigmoid", "gps"] + [f"pyg:{conv}" for conv in BASELINES]
+# graphattn models: a pattern (the one grammar) and architecture options as keyword arguments.
+GRAPHATTN = {
+    "graph": {"pattern": "graph"},
+    "graph, sigmoid": {"pattern": "graph", "attn_kwargs": {"normalization": "sigmoid"}},
+    "gps": {"pattern": "dense", "local_mpnn": True},  # GraphGPS: dense attention beside GINE
+}
+# PyG baselines as "pyg:<conv>"
+MODELS = list(GRAPHATTN) + [f"pyg:{conv}" for conv in BASELINES]
 
 
 def make_model(name: str, args) -> torch.nn.Module:
     common = dict(pe=args.pe, pe_dim=args.pe_dim, dropout=args.dropout)
     if name.startswith("pyg:"):
         return GNNBaseline(3, args.hidden, 2, args.layers, name[4:], num_heads=args.heads, **common)
-    pattern, _, normalization = name.partition("/")
-    attn_kwargs = {"normalization": normalization} if normalization else None
-    return GraphTransformer(3, args.hidden, 2, args.layers, args.heads, pattern=pattern, attn_kwargs=attn_kwargs, **common)
+    return GraphTransformer(3, args.hidden, 2, args.layers, args.heads, **GRAPHATTN[name], **common)
 
 
 def label(name: str) -> str:
@@ -52,7 +58,7 @@ def main(write: bool = True) -> None:
     parser.add_argument("--pe", default="random_walk", choices=["laplacian", "random_walk", "none"])
     parser.add_argument("--pe-dim", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS, metavar="MODEL")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="docs/sbm_pattern.md")
     args = parser.parse_args()
@@ -61,7 +67,7 @@ def main(write: bool = True) -> None:
 
     data = sbm_pattern(args.train + 2 * args.test, seed=args.seed)
     if args.pe:
-        transform = positional_encoding(args.pe, args.pe_dim)
+        transform = positional_encoding_transform(args.pe, args.pe_dim)
         data = [transform(d) for d in data]
     train, val, test = data[: args.train], data[args.train : args.train + args.test], data[args.train + args.test :]
     # The benchmark's loss weights: each class by the other's share of the nodes.

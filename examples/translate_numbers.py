@@ -2,7 +2,7 @@
 
 Usage: python examples/translate_numbers.py [--reference-torch] [--time-limit 180] [--steps 600] [--out DIR]
 
-Trains on 2 % of the numbers 0..999 999 (``graphattn.data.numbers_task``), stops at a step limit
+Trains on 2 % of the numbers 0..999 999 (``graphattn.text.numbers.numbers_task``), stops at a step limit
 or a wall-clock limit (whichever comes first; the whole demo stays within ~5 minutes on 2 CPU
 cores), then translates the 1 000 held-out test numbers with the best checkpoint by validation
 BLEU and prints BLEU, exact match, a few translations of numbers never seen in training and where
@@ -14,8 +14,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from graphattn import data as D
-from graphattn.train import TrainConfig, evaluate, train, translate
+import torch
+
+from graphattn.cli import setup_logging
+from graphattn.text import TrainConfig
+from graphattn.text.train import train
+from graphattn.text.evaluation import evaluate, translate
+from graphattn.text.numbers import number_pairs, number_splits
 
 # Numbers that show the irregular forms (quatre-vingts, cent / cents, mille, et un); the script
 # prints those of them that are not in the training split.
@@ -39,9 +44,11 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
+    setup_logging()  # validation scores as training goes
+    torch.set_num_threads(args.threads)
     config = TrainConfig(
         d_model=128, nhead=4, layers=3, ff=512, dropout=0.1, batch_size=128, lr_factor=0.7, warmup=200,
-        steps=args.steps, time_limit=args.time_limit, eval_every=100, seed=args.seed, threads=args.threads,
+        steps=args.steps, time_limit=args.time_limit, eval_every=100, seed=args.seed,
         reference_torch=args.reference_torch, progress=args.progress,
         out=args.out or ("runs/numbers-torch" if args.reference_torch else "runs/numbers"),
     )
@@ -52,15 +59,15 @@ def main() -> None:
     print(f"\n{result.step} steps in {result.train_seconds:.0f} s of training (stopped by {result.stopped_by}), "
           f"{result.tokens_per_s:,.0f} tokens/s")
 
-    splits = D.number_splits(config.seed, train_size=config.train_size, valid_size=config.valid_size,
+    splits = number_splits(config.seed, train_size=config.train_size, valid_size=config.valid_size,
                              test_size=config.test_size)
-    test = D.number_pairs(splits["test"])
+    test = number_pairs(splits["test"])
     scores = evaluate(result.model, result.src_vocab, result.tgt_vocab, test, config.max_len)
     print(f"Test ({scores['n']} unseen numbers, best checkpoint by validation BLEU {result.best_bleu:.2f}): "
           f"BLEU {scores['bleu']:.2f}, exact match {scores['exact_match']:.1f}%")
 
     train_numbers = set(splits["train"])
-    shown = D.number_pairs([n for n in SHOWCASE if n not in train_numbers])
+    shown = number_pairs([n for n in SHOWCASE if n not in train_numbers])
     outputs = translate(result.model, result.src_vocab, result.tgt_vocab, [en for en, _ in shown], config.max_len)
     print("\nNumbers never seen in training:")
     for (en, fr), hyp in zip(shown, outputs):

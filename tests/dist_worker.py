@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from graphattn import train as T
+from graphattn.text import train as T
+from graphattn.text.config import TrainConfig
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
     result: dict = {"rank": rank}
     start = time.perf_counter()
     try:
-        r = T.train(T.TrainConfig(**spec["config"]))
+        r = T.train(TrainConfig(**spec["config"]))
         result.update(losses=r.losses, step=r.step, valid=r.valid)
     except Exception as e:  # the test inspects the error
         result.update(error=type(e).__name__, message=str(e))

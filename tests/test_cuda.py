@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from graphattn import patterns as P
-from graphattn.attention import GraphMultiheadAttention
-from graphattn.graph_data import neighbors_match
-from graphattn.graph_models import GraphTransformer
-from graphattn.train import TrainConfig, train
+from graphattn.graphs.datasets import neighbors_match
+from graphattn.nn import GraphMultiheadAttention, GraphTransformer
+from graphattn.text import TrainConfig
+from graphattn.text.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

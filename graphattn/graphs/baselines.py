@@ -1,0 +1,140 @@
+r"""PyG baselines in the frame of :class:`~graphattn.nn.GraphTransformer`: the same encoders,
+blocks and heads around one PyG layer type, so that a comparison measures the layer alone."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GATv2Conv, GCNConv, GINConv, GINEConv, GPSConv, TransformerConv
+
+from graphattn.nn.graph_transformer import POOLS, TASKS
+from graphattn.nn.mlp import mlp
+from graphattn.transforms import PE_ATTRS
+from graphattn.utils.batch import graph_layout
+from graphattn.utils.checks import check_choice, check_int
+
+__all__ = ["BASELINES", "GNNBaseline"]
+
+#: the PyG layers :class:`GNNBaseline` wraps
+BASELINES = {"gcn": "GCNConv", "gatv2": "GATv2Conv", "transformer": "TransformerConv", "gps": "GPSConv"}
+
+
+class GNNBaseline(nn.Module):
+    r"""A stack of one PyG layer type with the encoders, blocks and head of :class:`GraphTransformer`.
+
+    .. math::
+        \mathbf{h} \leftarrow \mathbf{h} + \mathrm{Dropout}\big(\mathrm{Conv}(\mathrm{LN}(\mathbf{h}))\big),
+        \qquad \mathbf{h} \leftarrow \mathbf{h} + \mathrm{Dropout}\big(\mathrm{FF}(\mathrm{LN}(\mathbf{h}))\big)
+
+    with ``Conv`` one of :class:`~torch_geometric.nn.GCNConv` (no edge features),
+    :class:`~torch_geometric.nn.GATv2Conv`, :class:`~torch_geometric.nn.TransformerConv` (both
+    with ``edge_dim``) or :class:`~torch_geometric.nn.GPSConv` (GINE/GIN local layer plus
+    ``nn.MultiheadAttention``; it has its own residuals, norms and feed-forward, so it replaces
+    the whole block).
+
+    Args:
+        in_channels (int): node feature size.
+        hidden_channels (int): width.
+        out_channels (int): output size.
+        num_layers (int): number of layers.
+        conv (str): one of :data:`BASELINES`.
+        num_heads (int, optional): heads of the attention layers. (default: :obj:`4`)
+        edge_dim (int, optional): size of ``data.edge_attr``. (default: :obj:`None`)
+        pe (str, optional): positional encoding read from the data, as in ``GraphTransformer``.
+            (default: :obj:`None`)
+        pe_dim (int, optional): its columns. (default: :obj:`16`)
+        dropout (float, optional): dropout. (default: :obj:`0.0`)
+        task (str, optional): ``"node"`` or ``"graph"``. (default: :obj:`"node"`)
+        pool (str, optional): graph pooling. (default: :obj:`"mean"`)
+
+    Shapes:
+        - **input:** a ``Data``/``Batch`` as for :class:`GraphTransformer`
+        - **output:** :math:`(N, C_{out})` or :math:`(B, C_{out})`
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int,
+        conv: str,
+        num_heads: int = 4,
+        edge_dim: Optional[int] = None,
+        pe: Optional[str] = None,
+        pe_dim: int = 16,
+        dropout: float = 0.0,
+        task: str = "node",
+        pool: str = "mean",
+    ):
+        super().__init__()
+        if conv not in BASELINES:
+            raise ValueError(f"conv must be one of {tuple(BASELINES)}, got {conv!r}")
+        check_choice("task", task, TASKS)
+        check_choice("pool", pool, tuple(POOLS))
+        if pe is not None:
+            check_choice("pe", pe, tuple(PE_ATTRS))
+        c = check_int("hidden_channels", hidden_channels, 1)
+        if c % num_heads:
+            raise ValueError(f"hidden_channels ({c}) must be divisible by num_heads ({num_heads})")
+        self.in_channels, self.hidden_channels, self.out_channels = in_channels, c, out_channels
+        self.num_layers, self.conv, self.num_heads = check_int("num_layers", num_layers, 1), conv, num_heads
+        self.edge_dim, self.pe, self.pe_dim, self.task, self.pool = edge_dim, pe, pe_dim, task, pool
+        self.node_encoder = nn.Linear(in_channels, c)
+        self.pe_encoder = nn.Linear(pe_dim, c) if pe is not None else None
+        self.edge_encoder = nn.Linear(edge_dim, c) if edge_dim is not None else None
+        self.convs = nn.ModuleList(self._conv(dropout) for _ in range(num_layers))
+        block = conv != "gps"
+        self.norms1 = nn.ModuleList(nn.LayerNorm(c) for _ in range(num_layers)) if block else None
+        self.norms2 = nn.ModuleList(nn.LayerNorm(c) for _ in range(num_layers)) if block else None
+        self.ffs = nn.ModuleList(mlp(c, 2 * c, c, dropout) for _ in range(num_layers)) if block else None
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(c)
+        self.head = mlp(c, c, out_channels, dropout)
+        self.reset_parameters()
+
+    def _conv(self, dropout: float) -> nn.Module:
+        c, h, edge_dim = self.hidden_channels, self.num_heads, (self.hidden_channels if self.edge_dim else None)
+        if self.conv == "gcn":
+            return GCNConv(c, c)
+        if self.conv == "gatv2":
+            return GATv2Conv(c, c // h, heads=h, edge_dim=edge_dim)
+        if self.conv == "transformer":
+            return TransformerConv(c, c // h, heads=h, edge_dim=edge_dim)
+        mlp = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Linear(c, c))
+        local = GINEConv(mlp, train_eps=True) if edge_dim else GINConv(mlp, train_eps=True)
+        return GPSConv(c, local, heads=h, dropout=dropout)
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(self, data) -> Tensor:
+        x, edge_index = data.x, data.edge_index
+        batch, ptr = graph_layout(data)
+        num_graphs = ptr.numel() - 1
+        h = self.node_encoder(x)
+        if self.pe_encoder is not None:
+            pe = getattr(data, PE_ATTRS[self.pe]).to(h.dtype)
+            if self.pe == "laplacian" and self.training:
+                pe = pe * (torch.randint(0, 2, (num_graphs, self.pe_dim), device=pe.device) * 2 - 1)[batch]
+            h = h + self.pe_encoder(pe)
+        e = self.edge_encoder(data.edge_attr.to(h.dtype)) if self.edge_encoder is not None else None
+        for i, conv in enumerate(self.convs):
+            if self.conv == "gps":
+                h = conv(h, edge_index, batch, **({"edge_attr": e} if e is not None else {}))
+                continue
+            z = self.norms1[i](h)
+            z = conv(z, edge_index) if self.conv == "gcn" or e is None else conv(z, edge_index, edge_attr=e)
+            h = h + self.drop(z)
+            h = h + self.drop(self.ffs[i](self.norms2[i](h)))
+        h = self.norm(h)
+        if self.task == "graph":
+            h = POOLS[self.pool](h, batch, size=num_graphs)
+        return self.head(h)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.in_channels}, {self.hidden_channels}, {self.out_channels}, "
+                f"num_layers={self.num_layers}, conv={BASELINES[self.conv]})")

@@ -1,0 +1,130 @@
+r"""One training loop for graph models (graphattn's and PyG's), so that examples compare models
+trained the same way in one run; data-parallel under ``torchrun``."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data.distributed import DistributedSampler
+from torch_geometric.loader import DataLoader
+
+from graphattn import distributed
+
+__all__ = ["Task", "fit", "evaluate", "accuracy", "balanced_accuracy", "rmse"]
+
+
+def accuracy(pred: Tensor, target: Tensor) -> float:
+    return float((pred.argmax(-1) == target).float().mean())
+
+
+def balanced_accuracy(pred: Tensor, target: Tensor) -> float:
+    """Mean over classes of the per-class accuracy (PATTERN's "weighted accuracy")."""
+    hits = pred.argmax(-1) == target
+    return float(torch.stack([hits[target == c].float().mean() for c in target.unique()]).mean())
+
+
+def rmse(pred: Tensor, target: Tensor) -> float:
+    return float(F.mse_loss(pred, target).sqrt())
+
+
+@dataclass
+class Task:
+    """What a split's batch contributes to the loss and the metric."""
+
+    select: Callable  # (model output, batch) -> (prediction, target) of the nodes or graphs that count
+    loss: Callable  # (prediction, target) -> scalar Tensor
+    metric: Callable  # (all predictions, all targets) -> float
+    higher_is_better: bool = True
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, task: Task, ctx: Optional[distributed.Context] = None) -> float:
+    """``task.metric`` over every batch of ``loader``; across processes, over all ranks' batches
+    (each rank's loader holds its share; the metrics do not depend on the order)."""
+    ctx = ctx or distributed.Context()
+    model.eval()
+    selected = [task.select(model(batch), batch) for batch in loader]
+    # A rank with nothing to score adds empty tensors, which torch.cat skips.
+    pred, target = (torch.cat(parts) for parts in zip(*selected)) if selected else (torch.empty(0), torch.empty(0))
+    return task.metric(distributed.gather_tensors(pred, ctx), distributed.gather_tensors(target, ctx))
+
+
+def fit(
+    model: nn.Module,
+    train: Sequence,
+    val: Optional[Sequence],
+    test: Sequence,
+    task: Task,
+    epochs: int = 50,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    batch_size: int = 32,
+    seed: int = 0,
+    warmup: float = 0.05,
+) -> dict:
+    """Train with AdamW (linear warm-up, cosine decay, gradient clipping at 1) and report.
+
+    The test metric is the one at the epoch of the best validation metric (the last epoch when
+    ``val`` is None). Returns ``{"val", "test", "epoch", "seconds", "params"}``.
+
+    Inside a process group (an example started by ``torchrun``, :func:`graphattn.distributed.init`)
+    the model trains under ``DistributedDataParallel``: a ``DistributedSampler`` reshuffled each
+    epoch gives every rank ``batch_size / W`` graphs a step, so the global batch stays
+    ``batch_size``, and validation and test metrics are computed over all ranks' shares.
+    """
+    ctx = distributed.current()
+    train, val, test = list(train), list(val) if val else None, list(test)
+    if ctx.distributed:
+        sampler = DistributedSampler(train, ctx.world_size, ctx.rank, shuffle=True, seed=seed)
+        train_loader = DataLoader(train, batch_size=max(1, batch_size // ctx.world_size), sampler=sampler)
+    else:
+        sampler = None
+        train_loader = DataLoader(train, batch_size=batch_size, shuffle=True,
+                                  generator=torch.Generator().manual_seed(seed))
+
+    def shard(data: list) -> list:  # a rank's share; a set smaller than the group is scored whole on rank 0
+        if len(data) >= ctx.world_size:
+            return data[ctx.rank::ctx.world_size]
+        return data if ctx.is_main else []
+
+    val_loader = DataLoader(shard(val), batch_size=batch_size) if val else None
+    test_loader = DataLoader(shard(test), batch_size=batch_size)
+    trained = distributed.wrap(model, ctx)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
+    total = epochs * len(train_loader)
+    warm = max(1, int(warmup * total))
+
+    def rate(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    sign = 1.0 if task.higher_is_better else -1.0
+    best = {"val": None, "test": None, "epoch": 0}
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.train()
+        for batch in train_loader:
+            optimizer.zero_grad()
+            loss = task.loss(*task.select(trained(batch), batch))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+        if val_loader is not None:
+            score = evaluate(model, val_loader, task, ctx)
+            if best["val"] is None or sign * score > sign * best["val"]:
+                best = {"val": score, "test": evaluate(model, test_loader, task, ctx), "epoch": epoch}
+    if val_loader is None:
+        best = {"val": None, "test": evaluate(model, test_loader, task, ctx), "epoch": epochs}
+    best["seconds"] = time.perf_counter() - start
+    best["params"] = sum(p.numel() for p in model.parameters())
+    return best

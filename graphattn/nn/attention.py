@@ -1,0 +1,458 @@
+r"""GraphMultiheadAttention: one multi-head attention layer for every attention pattern."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
+
+from graphattn.ops import NORMALIZATIONS, CSRLayout, dense_attention, edge_attention, window_attention
+from graphattn.patterns import Band, Cross, Pattern, check_pattern
+from graphattn.utils.batch import layouts
+from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int, check_ptr
+from graphattn.utils.edges import edge_keys
+
+__all__ = ["GraphMultiheadAttention", "BACKENDS"]
+
+BACKENDS = ("auto", "edges", "dense", "window")
+
+
+def as_band(pattern: Optional[Pattern]) -> Optional[Band]:
+    """The band a pattern is (cross-attention wraps one), or None."""
+    inner = pattern.pattern if isinstance(pattern, Cross) else pattern
+    return inner if isinstance(inner, Band) else None
+
+
+class _Pairs(NamedTuple):
+    """What one call attends: the backend, the batch layout and, where needed, the edge list."""
+
+    backend: str
+    band: Optional[Band]  # the pattern as a band (dense and window backends)
+    ptr: Optional[Tensor]  # [B + 1] query layout (patterns only)
+    key_ptr: Optional[Tensor]  # [B + 1] key layout
+    edge_index: Optional[Tensor]  # [2, E] sorted by query, then key
+    order: Optional[Tensor]  # [E] caller's edges -> sorted: edge_index = given[:, order]
+
+
+class GraphMultiheadAttention(MessagePassing):
+    r"""Multi-head self-attention as message passing over the edges of an attention pattern.
+
+    For every edge :math:`j \to i` of the pattern (or graph) and every head :math:`h`:
+
+    .. math::
+        q_i = W_q x_i + b_q, \quad k_j = W_k x_j + b_k, \quad v_j = W_v x_j + b_v
+
+        s_{ij} = \frac{\langle q_i, k_j + W_k^e e_{ij} \rangle}{\sqrt{d_{head}}} + w_h^\top e_{ij}
+                 + \beta_{ij}, \qquad
+        \alpha_{ij} = \operatorname{softmax}_{j \to i} (s_{ij})
+
+        \mathbf{x}'_i = W_o \, \Big\Vert_{h=1}^{H} \sum_{j \to i} \alpha_{ij}
+                        \left(v_j + W_e e_{ij}\right) + b_o
+
+    with edge features :math:`e_{ij}` (``edge_attr``, when ``edge_dim`` is set; the value term
+    :math:`W_e e_{ij}` only with ``edge_value=True``, the query-dependent key term
+    :math:`W_k^e e_{ij}` only with ``edge_key=True``, as in PyG's ``TransformerConv``) and a direct score bias
+    :math:`\beta_{ij}` (``attn_bias``). ``normalization="relu"`` replaces the softmax by
+    :math:`\mathrm{relu}(s_{ij}) / |\{j \to i\}|`, ``"sigmoid"`` by :math:`\sigma(s_{ij})`.
+    A query with no allowed key outputs exactly zero.
+
+    The parameters are laid out as in :class:`torch.nn.MultiheadAttention` (``in_proj_weight``
+    or ``q/k/v_proj_weight``, ``in_proj_bias``, ``out_proj``): :meth:`from_torch` and
+    :meth:`to_torch` copy weights both ways, and the outputs agree.
+
+    Backends compute the same numbers and differ only in speed; ``backend="auto"`` chooses
+    (see :meth:`select_backend`):
+
+    * ``"edges"``: any pattern or graph; SDDMM / softmax / SpMM on the CSR form, memory
+      :math:`O(E \cdot H)` besides the node features (:func:`~graphattn.ops.edge_attention`).
+    * ``"dense"``: dense and causal patterns; padded examples through
+      :func:`torch.nn.functional.scaled_dot_product_attention` (:func:`~graphattn.ops.dense_attention`).
+    * ``"window"``: banded patterns (``window(w)``, ``causal() & window(w)``); blocked
+      computation whose time and memory grow as :math:`n \cdot w` (:func:`~graphattn.ops.window_attention`).
+
+    Example (one query, two keys, ``head_dim = 64``: scores 112 and 96 are scaled to 14 and 12):
+
+    >>> import torch
+    >>> attn = GraphMultiheadAttention(64, num_heads=1, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = attn.in_proj_weight.copy_(torch.eye(64).repeat(3, 1))  # q = k = v = x
+    ...     _ = attn.out_proj.weight.copy_(torch.eye(64))
+    >>> x_key, x_query = torch.zeros(2, 64), torch.zeros(1, 64)
+    >>> x_key[0, 0], x_key[1, 0], x_query[0, 0] = 14.0, 12.0, 8.0
+    >>> edge_index = torch.tensor([[0, 1], [0, 0]])  # keys 0 and 1 -> query 0
+    >>> out, (_, alpha) = attn((x_key, x_query), edge_index, return_attention_weights=True)
+    >>> alpha.squeeze(1).detach()
+    tensor([0.8808, 0.1192])
+
+    Args:
+        embed_dim (int): size of query inputs and of the output.
+        num_heads (int): number of heads; ``embed_dim`` must be divisible by it.
+        dropout (float, optional): dropout on the attention weights, in training only.
+            (default: :obj:`0.0`)
+        bias (bool, optional): biases of the in- and out-projections. (default: :obj:`True`)
+        kdim (int, optional): size of key inputs. (default: :obj:`embed_dim`)
+        vdim (int, optional): size of value inputs. (default: :obj:`embed_dim`)
+        edge_dim (int, optional): size of edge features that bias the scores per head.
+            (default: :obj:`None`)
+        normalization (str, optional): ``"softmax"``, ``"relu"`` or ``"sigmoid"``.
+            (default: :obj:`"softmax"`)
+        backend (str, optional): ``"auto"``, ``"edges"``, ``"dense"`` or ``"window"``.
+            (default: :obj:`"auto"`)
+        edge_value (bool, optional): edge features also add a value term (needs ``edge_dim``).
+            (default: :obj:`False`)
+        edge_key (bool, optional): edge features also add a key term, so that their effect on
+            the score depends on the query (needs ``edge_dim``). (default: :obj:`False`)
+
+    The attended pairs are ``edge_index`` alone, a ``pattern`` on the layout ``ptr``, or a
+    graph pattern (``graph``, ``khop``, ...) on the graph ``edge_index``. ``edge_attr`` and
+    ``attn_bias`` have one row per attended pair: in the order of ``edge_index`` when it is
+    attended as given, in the canonical order of ``pattern.edge_index(ptr, key_ptr, graph)``
+    (sorted by query, then key) when a pattern is given.
+
+    Shapes:
+        - **input:** node features :math:`(N, F)` or bipartite :math:`((N_k, F_k), (N_q, F))`,
+          ``edge_index`` :math:`(2, E)` (row 0 key :math:`j`, row 1 query :math:`i`) and/or a
+          ``pattern`` with ``ptr`` :math:`(B + 1)`, ``edge_attr`` :math:`(E, D_e)`,
+          ``attn_bias`` :math:`(E, H)`
+        - **output:** :math:`(N_q, F)`; with ``return_attention_weights=True`` also
+          ``(edge_index (2, E), alpha (E, H))``
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: Optional[int] = None,
+        vdim: Optional[int] = None,
+        edge_dim: Optional[int] = None,
+        normalization: str = "softmax",
+        backend: str = "auto",
+        edge_value: bool = False,
+        edge_key: bool = False,
+    ):
+        super().__init__(aggr="add", node_dim=0)
+        embed_dim, num_heads = check_int("embed_dim", embed_dim, 1), check_int("num_heads", num_heads, 1)
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        check_choice("normalization", normalization, NORMALIZATIONS)
+        check_choice("backend", backend, BACKENDS)
+        for name, flag in (("edge_value", edge_value), ("edge_key", edge_key)):
+            if flag and edge_dim is None:
+                raise ValueError(f"{name}=True needs edge_dim (the size of edge_attr)")
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.dropout = check_float("dropout", dropout, 0.0, 1.0, high_open=True)
+        self.kdim = embed_dim if kdim is None else check_int("kdim", kdim, 1)
+        self.vdim = embed_dim if vdim is None else check_int("vdim", vdim, 1)
+        self.edge_dim = None if edge_dim is None else check_int("edge_dim", edge_dim, 1)
+        self.normalization, self.backend = normalization, backend
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+            for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                self.register_parameter(name, None)
+        else:
+            self.q_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim))
+            self.k_proj_weight = nn.Parameter(torch.empty(embed_dim, self.kdim))
+            self.v_proj_weight = nn.Parameter(torch.empty(embed_dim, self.vdim))
+            self.register_parameter("in_proj_weight", None)
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if bias else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.lin_edge = nn.Linear(self.edge_dim, num_heads) if self.edge_dim else None
+        self.lin_edge_value = nn.Linear(self.edge_dim, embed_dim, bias=False) if edge_value else None
+        self.lin_edge_key = nn.Linear(self.edge_dim, embed_dim, bias=False) if edge_key else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # The same initialisation as torch.nn.MultiheadAttention.
+        if self._qkv_same_embed_dim:
+            nn.init.xavier_uniform_(self.in_proj_weight)
+        else:
+            for weight in (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight):
+                nn.init.xavier_uniform_(weight)
+        self.out_proj.reset_parameters()
+        if self.in_proj_bias is not None:
+            nn.init.zeros_(self.in_proj_bias)
+            nn.init.zeros_(self.out_proj.bias)
+        for module in (self.lin_edge, self.lin_edge_value, self.lin_edge_key):
+            if module is not None:
+                module.reset_parameters()
+
+    # ------------------------------------------------------------------------- torch interop
+
+    @classmethod
+    def from_torch(cls, mha: nn.MultiheadAttention, **kwargs) -> "GraphMultiheadAttention":
+        """A layer with the configuration and a copy of the weights of ``mha``."""
+        if not isinstance(mha, nn.MultiheadAttention):
+            raise TypeError(f"mha must be a torch.nn.MultiheadAttention, got {type(mha).__name__}")
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("mha uses add_bias_kv or add_zero_attn, which have no graph counterpart")
+        layer = cls(mha.embed_dim, mha.num_heads, dropout=mha.dropout, bias=mha.in_proj_bias is not None,
+                    kdim=mha.kdim, vdim=mha.vdim, **kwargs)
+        result = layer.load_state_dict(mha.state_dict(), strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"mha has weights this layer cannot hold: {result.unexpected_keys}")
+        return layer
+
+    def to_torch(self) -> nn.MultiheadAttention:
+        """A ``torch.nn.MultiheadAttention(batch_first=True)`` with a copy of these weights."""
+        if self.edge_dim is not None:
+            raise ValueError("a layer with edge_dim has edge weights that nn.MultiheadAttention lacks")
+        weight = self.out_proj.weight
+        mha = nn.MultiheadAttention(self.embed_dim, self.num_heads, dropout=self.dropout,
+                                    bias=self.in_proj_bias is not None, kdim=self.kdim, vdim=self.vdim,
+                                    batch_first=True, device=weight.device, dtype=weight.dtype)
+        mha.load_state_dict(self.state_dict())
+        return mha
+
+    # ------------------------------------------------------------------------- backends
+
+    def select_backend(self, pattern: Optional[Pattern], max_len: int = 0, needs_edges: bool = False) -> tuple[str, str]:
+        """The backend ``forward`` uses and why, for a pattern and the longest example.
+
+        Returns ``(backend, reason)``; ``reason`` says why a faster backend was not taken.
+        Raises ``ValueError`` when the configured backend cannot compute the pattern.
+        """
+        band = as_band(pattern)
+        restricted = self.normalization != "softmax" or needs_edges
+        window_ok = not restricted and band is not None and band.left is not None and band.right is not None
+        clipped = band.clipped(max_len) if band is not None and max_len else band
+        dense_ok = not restricted and clipped is not None and clipped.left is None and clipped.right in (None, 0)
+        if self.normalization != "softmax":
+            why = f"normalization={self.normalization!r} runs on the edges backend only"
+        elif needs_edges:
+            why = "edge value terms (edge_value=True) run on the edges backend only"
+        elif pattern is None:
+            why = "an explicit edge_index has no structure to exploit"
+        elif band is None:
+            why = f"{pattern!r} is not a band (dense, causal or window)"
+        else:
+            why = ""
+        if self.backend == "auto":
+            return ("dense", "") if dense_ok else ("window", "") if window_ok else ("edges", why)
+        if self.backend == "dense" and not dense_ok:
+            raise ValueError(f"backend 'dense' cannot compute {pattern!r}: {why or 'it is not dense or causal'}")
+        if self.backend == "window" and not window_ok:
+            raise ValueError(f"backend 'window' cannot compute {pattern!r}: {why or 'it is not a finite band'}")
+        return self.backend, why
+
+    # ------------------------------------------------------------------------- forward
+
+    def forward(
+        self,
+        x: Union[Tensor, tuple[Tensor, Tensor]],
+        edge_index: Optional[Tensor] = None,
+        edge_attr: Optional[Tensor] = None,
+        *,
+        value: Optional[Tensor] = None,
+        pattern: Optional[Pattern] = None,
+        ptr: Optional[Tensor] = None,
+        key_ptr: Optional[Tensor] = None,
+        attn_bias: Optional[Tensor] = None,
+        key_value: Optional[tuple[Tensor, Tensor]] = None,
+        return_attention_weights: bool = False,
+    ):
+        r"""Attend along ``edge_index``, along a ``pattern`` on the layout ``ptr``, or along a graph
+        pattern on the graph ``edge_index``.
+
+        Args:
+            x (Tensor or (Tensor, Tensor)): node features ``[N, embed_dim]``, or
+                ``(x_key [N_k, kdim], x_query [N_q, embed_dim])`` for cross-attention.
+            edge_index (LongTensor, optional): ``[2, E]``, row 0 key, row 1 query: the pairs to
+                attend, or, with a graph ``pattern`` (``graph()``, ``khop(k)``), the graph it follows.
+            edge_attr (Tensor, optional): ``[E, edge_dim]``, one row per attended pair.
+            value (Tensor, optional): value inputs ``[N_k, vdim]`` (default: the key inputs).
+            pattern (Pattern, optional): the attention pattern.
+            ptr (LongTensor, optional): ``[B + 1]`` layout of the queries (default: one example).
+            key_ptr (LongTensor, optional): ``[B + 1]`` layout of the keys for cross-attention
+                (default: ``ptr`` for self-attention, one example otherwise).
+            attn_bias (Tensor, optional): ``[E, num_heads]`` added to the scores, one row per pair.
+            key_value ((Tensor, Tensor), optional): keys and values already projected
+                (:meth:`project_key_value`), ``[N_k, H, D]`` each; ``x`` is then the query
+                input alone and attention is cross-attention (``key_ptr`` gives their layout).
+            return_attention_weights (bool): also return ``(edge_index, alpha [E, num_heads])``.
+        """
+        x_key, x_query, value = self._check_inputs(x, value, key_value)
+        num_q = x_query.size(0)
+        num_k = key_value[0].size(0) if key_value is not None else x_key.size(0)
+        is_self = key_value is None and x_key is x_query
+        if edge_attr is not None and self.lin_edge is None:
+            raise ValueError("edge_attr was given but the layer has no edge_dim")
+        needs_edges = self.lin_edge_value is not None and edge_attr is not None
+        wants_pairs = edge_attr is not None or attn_bias is not None or return_attention_weights
+        pairs = self._pairs(edge_index, pattern, ptr, key_ptr, (num_q, num_k, x_query.device), is_self, needs_edges,
+                            wants_pairs)
+        bias, edge_attr = self._edge_terms(edge_attr, attn_bias, pairs)
+        q, k, v = self._project(x_key, x_query, value, key_value)
+        if self.lin_edge_key is not None and edge_attr is not None:
+            # <q_i, W e_ij> per edge and head: an [E, H, D] product, as the value term needs too.
+            edge_key = self.lin_edge_key(edge_attr).view(-1, self.num_heads, self.head_dim)
+            term = (q[pairs.edge_index[1]] * edge_key).sum(-1) * self.head_dim ** -0.5
+            bias = term if bias is None else bias + term
+        out, alpha, has_key = self._attend(q, k, v, pairs, bias, edge_attr, return_attention_weights)
+        out = self.out_proj(out.reshape(num_q, self.embed_dim))
+        out = out * has_key.unsqueeze(-1).to(out.dtype)  # no allowed key, no message: exactly zero
+        if not return_attention_weights:
+            return out
+        edge_index, alpha = pairs.edge_index, alpha
+        if pairs.order is not None:  # back to the caller's edge order
+            inverse = torch.empty_like(pairs.order)
+            inverse[pairs.order] = torch.arange(pairs.order.numel(), device=inverse.device)
+            edge_index, alpha = edge_index[:, inverse], alpha[inverse]
+        return out, (edge_index, alpha)
+
+    def _check_inputs(self, x, value, key_value) -> tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
+        """``(x_key, x_query, value)``; with ``key_value`` the projected keys are checked instead."""
+        if key_value is not None:
+            self._check_key_value(x, key_value)
+            return None, x, None
+        if isinstance(x, Tensor):
+            x_key = x_query = x
+        elif isinstance(x, (tuple, list)) and len(x) == 2:
+            x_key, x_query = x
+        else:
+            raise TypeError("x must be a Tensor [N, embed_dim] or a pair (x_key, x_query)")
+        value = x_key if value is None else value
+        for name, t, dim in (("x_query", x_query, self.embed_dim), ("x_key", x_key, self.kdim), ("value", value, self.vdim)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
+            if not t.dtype.is_floating_point:
+                raise TypeError(f"{name} must be a floating point tensor, got dtype {t.dtype}")
+            if t.dim() != 2 or t.size(1) != dim:
+                raise ValueError(f"{name} must have shape [N, {dim}], got {tuple(t.shape)}")
+        if value.size(0) != x_key.size(0):
+            raise ValueError(f"value must have one row per key ({x_key.size(0)}), got {value.size(0)}")
+        return x_key, x_query, value
+
+    def _check_key_value(self, x, key_value) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != self.embed_dim:
+            raise ValueError(f"with key_value, x must be the query input [N, {self.embed_dim}], got {getattr(x, 'shape', type(x))}")
+        if not isinstance(key_value, (tuple, list)) or len(key_value) != 2:
+            raise TypeError("key_value must be a pair (keys, values) from project_key_value")
+        shape = (self.num_heads, self.head_dim)
+        for name, t in zip(("keys", "values"), key_value):
+            if not isinstance(t, Tensor) or t.dim() != 3 or tuple(t.shape[1:]) != shape:
+                raise ValueError(f"key_value {name} must have shape [N_k, {shape[0]}, {shape[1]}], got {getattr(t, 'shape', type(t))}")
+        if key_value[0].size(0) != key_value[1].size(0):
+            raise ValueError(f"key_value keys ({key_value[0].size(0)}) and values ({key_value[1].size(0)}) must have the same rows")
+
+    def _pairs(self, edge_index, pattern, ptr, key_ptr, sizes, is_self, needs_edges, wants_pairs) -> _Pairs:
+        """Check how the pairs were given, choose the backend and build the edge list it needs."""
+        num_q, num_k, device = sizes
+        if pattern is None and edge_index is None:
+            raise ValueError("give edge_index [2, E] or a pattern (with ptr)")
+        if edge_index is not None:
+            edge_index = check_edge_index(edge_index, num_keys=num_k, num_queries=num_q)
+        if pattern is None:
+            if ptr is not None or key_ptr is not None:
+                raise ValueError("ptr and key_ptr describe a pattern's layout: give pattern too")
+            self.select_backend(None, 0, needs_edges)  # raises if a forced backend cannot run
+            return self._given_edges(edge_index, num_k)
+        check_pattern(pattern, "pattern")
+        if edge_index is not None and pattern.position_based:
+            raise ValueError(f"edge_index was given with the position-based pattern {pattern!r}, which reads no "
+                             "graph: give the pairs as edge_index, or as a pattern, not both")
+        ptr = check_ptr(torch.tensor([0, num_q]) if ptr is None else ptr, "ptr", num_q).to(device)
+        if key_ptr is None:
+            key_ptr = ptr if is_self else torch.tensor([0, num_k], device=ptr.device)
+        key_ptr = check_ptr(key_ptr, "key_ptr", num_k).to(device)
+        if key_ptr.numel() != ptr.numel():
+            raise ValueError(f"key_ptr must describe as many examples as ptr ({ptr.numel() - 1}), got {key_ptr.numel() - 1}")
+        max_len = int(torch.cat([ptr.diff(), key_ptr.diff()]).max()) if ptr.numel() > 1 else 0
+        backend, _ = self.select_backend(pattern, max_len, needs_edges)
+        pattern_edges = None
+        if backend == "edges" or wants_pairs:
+            pattern_edges = pattern.edge_index(ptr, None if is_self and key_ptr is ptr else key_ptr, graph=edge_index)
+        band = as_band(pattern) if backend in ("dense", "window") else None
+        return _Pairs(backend, band, ptr, key_ptr, pattern_edges, None)
+
+    def _given_edges(self, edge_index: Tensor, num_k: int) -> _Pairs:
+        # Backends want edges sorted by query then key; keep the caller's order for alpha.
+        keys = edge_keys(edge_index, num_k)
+        order = None
+        if edge_index.size(1) > 1 and bool((keys[1:] < keys[:-1]).any()):
+            order = torch.sort(keys).indices
+            edge_index = edge_index[:, order]
+        return _Pairs("edges", None, None, None, edge_index, order)
+
+    def _edge_terms(self, edge_attr, attn_bias, pairs: _Pairs) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """The score bias ``[E, H]`` and edge features ``[E, edge_dim]``, both in sorted edge order."""
+        num_edges = None if pairs.edge_index is None else pairs.edge_index.size(1)
+        bias = None
+        if edge_attr is not None:
+            if not isinstance(edge_attr, Tensor) or edge_attr.dim() != 2 or edge_attr.size(1) != self.edge_dim:
+                raise ValueError(f"edge_attr must have shape [E, {self.edge_dim}], got {tuple(getattr(edge_attr, 'shape', ()))}")
+            if edge_attr.size(0) != num_edges:
+                raise ValueError(f"edge_attr must have one row per attended pair ({num_edges}), got {edge_attr.size(0)}")
+            edge_attr = edge_attr if pairs.order is None else edge_attr[pairs.order]
+            bias = self.lin_edge(edge_attr)
+        if attn_bias is not None:
+            if not isinstance(attn_bias, Tensor) or tuple(attn_bias.shape) != (num_edges, self.num_heads):
+                raise ValueError(f"attn_bias must have shape [E, num_heads] = [{num_edges}, {self.num_heads}], "
+                                 f"got {tuple(getattr(attn_bias, 'shape', ()))}")
+            attn_bias = attn_bias if pairs.order is None else attn_bias[pairs.order]
+            bias = attn_bias if bias is None else bias + attn_bias
+        return bias, edge_attr
+
+    def _weights(self):
+        e = self.embed_dim
+        if self._qkv_same_embed_dim:
+            w_q, w_k, w_v = self.in_proj_weight.split(e)
+        else:
+            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        b_q, b_k, b_v = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.split(e)
+        return (w_q, b_q), (w_k, b_k), (w_v, b_v)
+
+    def _project(self, x_key, x_query, value, key_value) -> tuple[Tensor, Tensor, Tensor]:
+        shape = (-1, self.num_heads, self.head_dim)
+        if key_value is None and x_key is x_query and x_key is value and self._qkv_same_embed_dim:
+            # One matmul for the three projections, as nn.MultiheadAttention does.
+            q, k, v = F.linear(x_query, self.in_proj_weight, self.in_proj_bias).chunk(3, -1)
+            return q.reshape(shape), k.reshape(shape), v.reshape(shape)  # [N, H, D] each
+        (w_q, b_q), _, _ = self._weights()
+        k, v = key_value if key_value is not None else self.project_key_value(x_key, value)
+        return F.linear(x_query, w_q, b_q).reshape(shape), k, v
+
+    def project_key_value(self, x_key: Tensor, value: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Projected keys and values ``([N_k, H, D], [N_k, H, D])`` of key (and value) inputs.
+
+        Incremental decoding caches these and hands them back through ``forward(key_value=...)``.
+        """
+        _, (w_k, b_k), (w_v, b_v) = self._weights()
+        value = x_key if value is None else value
+        shape = (-1, self.num_heads, self.head_dim)
+        return F.linear(x_key, w_k, b_k).reshape(shape), F.linear(value, w_v, b_v).reshape(shape)
+
+    def _attend(self, q, k, v, pairs: _Pairs, bias, edge_attr, need_weights) -> tuple[Tensor, Optional[Tensor], Tensor]:
+        """``(out [N_q, H, D], weights [E, H] or None, has_key [N_q])`` from the chosen backend."""
+        dropout_p = self.dropout if self.training else 0.0
+        if pairs.backend == "edges":
+            layout = CSRLayout.build(pairs.edge_index, q.size(0), k.size(0))
+            edge_value = None
+            if self.lin_edge_value is not None and edge_attr is not None:
+                edge_value = self.lin_edge_value(edge_attr).view(-1, self.num_heads, self.head_dim)
+            out, alpha = edge_attention(q, k, v, pairs.edge_index, bias=bias, edge_value=edge_value,
+                                        normalization=self.normalization, dropout_p=dropout_p,
+                                        need_weights=need_weights, layout=layout)
+            return out, alpha, layout.rowptr.diff() > 0
+        if pairs.backend == "dense":
+            out, alpha = dense_attention(q, k, v, pairs.ptr, pairs.key_ptr, causal=pairs.band.right == 0, bias=bias,
+                                         edge_index=pairs.edge_index, dropout_p=dropout_p, need_weights=need_weights)
+            has_key = pairs.key_ptr.diff().repeat_interleave(pairs.ptr.diff(), output_size=q.size(0)) > 0
+            return out, alpha, has_key
+        band = pairs.band
+        out, alpha = window_attention(q, k, v, pairs.ptr, pairs.key_ptr, band.left, band.right, bias=bias,
+                                      dropout_p=dropout_p, need_weights=need_weights)
+        lo, hi = band.key_ranges(*layouts(pairs.ptr, pairs.key_ptr))
+        return out, alpha, hi > lo
+
+    def __repr__(self) -> str:
+        extra = f", edge_dim={self.edge_dim}" if self.edge_dim else ""
+        extra += ", edge_value=True" if self.lin_edge_value is not None else ""
+        extra += ", edge_key=True" if self.lin_edge_key is not None else ""
+        if self.normalization != "softmax":
+            extra += f", normalization={self.normalization!r}"
+        return f"{type(self).__name__}({self.embed_dim}, num_heads={self.num_heads}{extra}, backend={self.backend!r})"

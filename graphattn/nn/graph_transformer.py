@@ -1,0 +1,302 @@
+r"""An encoder-only graph transformer for node- and graph-level tasks (molecules, social graphs).
+
+Every layer is :class:`~graphattn.nn.GraphMultiheadAttention` along an attention pattern built
+from the batch's graph: its edges (``"graph"``), the nodes within ``k`` hops (``"khop:k"``),
+every node of the same graph (``"dense"``), or any other pattern of the one grammar. Bond types
+and other edge features bias the scores and add a value term on graph edges; on the pairs of a
+wider pattern that are no edge, a learned per-head bias of the shortest-path-distance bucket
+tells near from far (Graphormer's spatial encoding). ``local_mpnn=True`` adds GraphGPS's local
+message-passing layer beside the attention.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GINConv, GINEConv, global_add_pool, global_max_pool, global_mean_pool
+
+from graphattn import patterns as P
+from graphattn.nn.attention import GraphMultiheadAttention
+from graphattn.nn.mlp import mlp
+from graphattn.transforms import PE_ATTRS, pattern_edge_attr, shortest_path_buckets
+from graphattn.utils.batch import graph_layout
+from graphattn.utils.checks import check_choice, check_int
+
+__all__ = ["GraphTransformer", "GraphTransformerLayer", "POOLS", "TASKS"]
+
+POOLS = {"mean": global_mean_pool, "add": global_add_pool, "max": global_max_pool}
+TASKS = ("node", "graph")
+
+
+class GraphTransformerLayer(nn.Module):
+    r"""A pre-norm transformer block on a graph, optionally with a local message-passing layer.
+
+    .. math::
+        \mathbf{h} \leftarrow \mathbf{h} + \mathrm{Dropout}\big(\mathrm{Attn}(\mathrm{LN}(\mathbf{h}))
+            + \mathrm{Local}(\mathrm{LN}(\mathbf{h}))\big), \qquad
+        \mathbf{h} \leftarrow \mathbf{h} + \mathrm{Dropout}\big(\mathrm{FF}(\mathrm{LN}(\mathbf{h}))\big)
+
+    ``Attn`` is :class:`~graphattn.nn.GraphMultiheadAttention` along the pattern pairs
+    with edge features as score bias and value term, plus a learned per-head bias of each pair's
+    shortest-path bucket; ``Local`` (GraphGPS's MPNN) runs on the graph edges when given.
+
+    Args:
+        channels (int): node feature size.
+        num_heads (int): attention heads.
+        dropout (float, optional): dropout on both residual branches. (default: :obj:`0.0`)
+        edge_dim (int, optional): size of the pattern edge features. (default: :obj:`None`)
+        num_buckets (int, optional): shortest-path buckets with a learned bias. (default: :obj:`None`)
+        local (MessagePassing, optional): GraphGPS's local layer ``local(x, edge_index[, edge_attr])``.
+            (default: :obj:`None`)
+        attn_kwargs (dict, optional): more arguments of the attention layer. (default: :obj:`None`)
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, C)`, ``pairs`` :math:`(2, E_p)`, ``pair_attr``
+          :math:`(E_p, D_e)`, ``buckets`` :math:`(E_p)`, ``edge_index`` :math:`(2, E)`,
+          ``edge_attr`` :math:`(E, D_e)`
+        - **output:** :math:`(N, C)`; with ``return_attention_weights=True`` also
+          ``(pairs, alpha (E_p, H))``
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        edge_dim: Optional[int] = None,
+        num_buckets: Optional[int] = None,
+        local: Optional[nn.Module] = None,
+        attn_kwargs: Optional[dict] = None,
+    ):
+        super().__init__()
+        self.channels = check_int("channels", channels, 1)
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(channels)
+        self.attn = GraphMultiheadAttention(channels, num_heads, edge_dim=edge_dim, edge_value=edge_dim is not None,
+                                            **(attn_kwargs or {}))
+        self.spd_bias = nn.Embedding(num_buckets, num_heads) if num_buckets else None
+        self.local = local
+        self.norm2 = nn.LayerNorm(channels)
+        self.ff = mlp(channels, 2 * channels, channels, dropout)
+        self.drop = nn.Dropout(dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in (self.norm1, self.attn, self.norm2, self.ff[0], self.ff[3]):
+            module.reset_parameters()
+        if self.spd_bias is not None:
+            nn.init.zeros_(self.spd_bias.weight)
+        if self.local is not None:
+            self.local.reset_parameters()
+
+    def forward(
+        self,
+        x: Tensor,
+        pairs: Tensor,
+        pair_attr: Optional[Tensor] = None,
+        buckets: Optional[Tensor] = None,
+        edge_index: Optional[Tensor] = None,
+        edge_attr: Optional[Tensor] = None,
+        return_attention_weights: bool = False,
+    ):
+        z = self.norm1(x)
+        bias = self.spd_bias(buckets) if self.spd_bias is not None and buckets is not None else None
+        out = self.attn(z, pairs, pair_attr, attn_bias=bias, return_attention_weights=return_attention_weights)
+        out, weights = out if return_attention_weights else (out, None)
+        if self.local is not None:
+            local_args = (z, edge_index) if isinstance(self.local, GINConv) else (z, edge_index, edge_attr)
+            out = out + self.local(*local_args)
+        x = x + self.drop(out)
+        x = x + self.drop(self.ff(self.norm2(x)))
+        return (x, weights) if return_attention_weights else x
+
+    def __repr__(self) -> str:
+        local = f", local={type(self.local).__name__}" if self.local is not None else ""
+        return f"{type(self).__name__}({self.channels}, num_heads={self.attn.num_heads}{local})"
+
+
+class GraphTransformer(nn.Module):
+    r"""Graph transformer for node and graph tasks; attention is message passing on a pattern.
+
+    .. math::
+        \mathbf{h}^{(0)}_i = W_x \mathbf{x}_i + W_p \mathbf{p}_i, \qquad
+        \mathbf{h}^{(\ell)} = \mathrm{Block}_\ell\big(\mathbf{h}^{(\ell-1)}\big), \qquad
+        \hat{y} = \mathrm{MLP}\big(\mathrm{LN}(\mathbf{h}^{(L)}_i)\big) \text{ or }
+        \mathrm{MLP}\big(\mathrm{pool}_{i \in G}\, \mathrm{LN}(\mathbf{h}^{(L)}_i)\big)
+
+    where :math:`\mathbf{p}_i` is a positional encoding (Laplacian eigenvectors, with random
+    sign flips per graph in training, or random-walk return probabilities) and each block is a
+    :class:`GraphTransformerLayer`. In every attention layer the score of a pattern pair
+    :math:`j \to i` gets :math:`w_h^\top e_{ij} + b_h[\mathrm{spd}(j, i)]`: the encoded features
+    of the graph edge (zero on non-edges, which also add a value term :math:`W_e e_{ij}`) and a
+    learned bias of the shortest-path bucket (self, 1 .. ``max_distance`` hops, unreachable).
+
+    ``pattern`` is any pattern of :mod:`graphattn.patterns`, as an object or in the one grammar
+    (:func:`~graphattn.patterns.parse`): ``"graph"`` (the edges and self loops), ``"khop:2"``
+    (nodes within 2 hops), ``"dense"`` (all nodes of the same graph), ``"graph|window:2"``, ...;
+    graph patterns follow each batch's ``edge_index``, position patterns its node order.
+    ``local_mpnn=True`` adds GraphGPS's local message passing (GINE on the edges, GIN without
+    edge features) beside the attention of every block: ``pattern="dense", local_mpnn=True`` is
+    GraphGPS. ``virtual_node=True`` adds a per-graph node state that is added to every node
+    before each block and updated from the sum of the graph's nodes after it.
+
+    Args:
+        in_channels (int): node feature size (``data.x`` is float ``[N, in_channels]``).
+        hidden_channels (int): width of the blocks.
+        out_channels (int): output size (classes or regression targets).
+        num_layers (int): number of blocks.
+        num_heads (int): attention heads; ``hidden_channels`` must be divisible by it.
+        edge_dim (int, optional): size of ``data.edge_attr`` (float). (default: :obj:`None`)
+        pattern (str or Pattern, optional): the attention pattern. (default: :obj:`"graph"`)
+        local_mpnn (bool, optional): GraphGPS's local GINE/GIN layer in every block. (default: :obj:`False`)
+        pe (str, optional): ``"laplacian"``, ``"random_walk"`` or :obj:`None`; the model reads
+            the attribute that the PyG transform adds (see :data:`~graphattn.transforms.PE_ATTRS`). (default: :obj:`None`)
+        pe_dim (int, optional): columns of the positional encoding. (default: :obj:`16`)
+        dropout (float, optional): dropout of the residual branches and the head. (default: :obj:`0.0`)
+        task (str, optional): ``"node"`` or ``"graph"``. (default: :obj:`"node"`)
+        pool (str, optional): ``"mean"``, ``"add"`` or ``"max"`` for graph tasks. (default: :obj:`"mean"`)
+        virtual_node (bool, optional): use a virtual node per graph. (default: :obj:`False`)
+        max_distance (int, optional): largest shortest-path bucket of its own. (default: :obj:`8`)
+        attn_kwargs (dict, optional): more arguments of every attention layer (e.g. ``dropout``,
+            ``backend``; ``normalization="sigmoid"`` sums over the keys instead of averaging, so a
+            node can count its neighbours, which softmax cannot). (default: :obj:`None`)
+
+    Shapes:
+        - **input:** a ``Data``/``Batch`` with ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`,
+          optional ``edge_attr`` :math:`(E, D_e)`, ``batch`` :math:`(N)`, ``ptr`` :math:`(B + 1)`
+        - **output:** :math:`(N, C_{out})` for node tasks, :math:`(B, C_{out})` for graph tasks;
+          with ``return_attention_weights=True`` also a list of ``(pairs (2, E_p), alpha (E_p, H))``,
+          one a layer
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int,
+        num_heads: int,
+        edge_dim: Optional[int] = None,
+        pattern: Union[str, P.Pattern] = "graph",
+        pe: Optional[str] = None,
+        pe_dim: int = 16,
+        dropout: float = 0.0,
+        task: str = "node",
+        pool: str = "mean",
+        virtual_node: bool = False,
+        max_distance: int = 8,
+        local_mpnn: bool = False,
+        attn_kwargs: Optional[dict] = None,
+    ):
+        super().__init__()
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.hidden_channels = check_int("hidden_channels", hidden_channels, 1)
+        self.out_channels = check_int("out_channels", out_channels, 1)
+        self.num_layers = check_int("num_layers", num_layers, 1)
+        self.edge_dim = None if edge_dim is None else check_int("edge_dim", edge_dim, 1)
+        self.pattern = P.as_pattern(pattern)
+        if pe is not None:
+            check_choice("pe", pe, tuple(PE_ATTRS))
+        check_choice("task", task, TASKS)
+        check_choice("pool", pool, tuple(POOLS))
+        self.pe, self.pe_dim = pe, check_int("pe_dim", pe_dim, 1)
+        self.dropout, self.task, self.pool = float(dropout), task, pool
+        self.max_distance = check_int("max_distance", max_distance, 1)
+        self.local_mpnn = bool(local_mpnn)
+
+        self.node_encoder = nn.Linear(in_channels, hidden_channels)
+        self.pe_encoder = nn.Linear(pe_dim, hidden_channels) if pe is not None else None
+        self.edge_encoder = nn.Linear(edge_dim, hidden_channels) if edge_dim is not None else None
+        self.layers = nn.ModuleList(
+            GraphTransformerLayer(hidden_channels, num_heads, dropout, edge_dim=hidden_channels if edge_dim else None,
+                                  num_buckets=self.max_distance + 2, attn_kwargs=attn_kwargs,
+                                  local=self._local_layer() if local_mpnn else None)
+            for _ in range(num_layers)
+        )
+        if virtual_node:
+            self.virtual_node = nn.Embedding(1, hidden_channels)
+            self.virtual_mlps = nn.ModuleList(mlp(hidden_channels, 2 * hidden_channels, hidden_channels, dropout)
+                                              for _ in range(num_layers - 1))
+        else:
+            self.virtual_node, self.virtual_mlps = None, None
+        self.norm = nn.LayerNorm(hidden_channels)
+        self.head = mlp(hidden_channels, hidden_channels, out_channels, dropout)
+        self.reset_parameters()
+
+    def _local_layer(self) -> nn.Module:
+        c = self.hidden_channels
+        net = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Linear(c, c))
+        # GINE adds the (encoded, hence hidden-sized) bond features to each message.
+        return GINEConv(net, train_eps=True) if self.edge_dim is not None else GINConv(net, train_eps=True)
+
+    def reset_parameters(self) -> None:
+        for module in (self.node_encoder, self.pe_encoder, self.edge_encoder, self.norm, self.head[0], self.head[3]):
+            if module is not None:
+                module.reset_parameters()
+        for layer in self.layers:
+            layer.reset_parameters()
+        if self.virtual_node is not None:
+            nn.init.zeros_(self.virtual_node.weight)
+            for net in self.virtual_mlps:
+                net[0].reset_parameters()
+                net[3].reset_parameters()
+
+    def _positional_encoding(self, data, batch: Tensor, num_graphs: int) -> Tensor:
+        attr = PE_ATTRS[self.pe]
+        pe = getattr(data, attr, None)
+        if pe is None:
+            raise ValueError(f"pe={self.pe!r} reads data.{attr} [N, {self.pe_dim}]: add it with "
+                             f"graphattn.transforms.positional_encoding_transform({self.pe!r}, {self.pe_dim})")
+        if pe.dim() != 2 or pe.size(1) != self.pe_dim:
+            raise ValueError(f"data.{attr} must have shape [N, pe_dim={self.pe_dim}], got {tuple(pe.shape)}")
+        pe = pe.to(self.pe_encoder.weight.dtype)
+        if self.pe == "laplacian" and self.training:
+            # Eigenvectors are defined up to sign: flip each one at random, per graph.
+            sign = torch.randint(0, 2, (num_graphs, self.pe_dim), device=pe.device) * 2 - 1
+            pe = pe * sign[batch]
+        return self.pe_encoder(pe)
+
+    def _check_data(self, data) -> Optional[Tensor]:
+        x = data.x
+        if x is None or not x.is_floating_point() or x.dim() != 2 or x.size(1) != self.in_channels:
+            raise ValueError(f"data.x must be a float tensor [N, {self.in_channels}], got {getattr(x, 'shape', None)}")
+        edge_attr = getattr(data, "edge_attr", None) if self.edge_encoder is not None else None
+        if self.edge_encoder is not None and edge_attr is None:
+            raise ValueError(f"the model has edge_dim={self.edge_dim}: data.edge_attr [E, {self.edge_dim}] is missing")
+        return edge_attr
+
+    def forward(self, data, return_attention_weights: bool = False):
+        edge_attr = self._check_data(data)
+        edge_index = data.edge_index
+        batch, ptr = graph_layout(data)
+        num_graphs, num_nodes = ptr.numel() - 1, data.x.size(0)
+        h = self.node_encoder(data.x)
+        if self.pe_encoder is not None:
+            h = h + self._positional_encoding(data, batch, num_graphs)
+        edge_h = self.edge_encoder(edge_attr.to(h.dtype)) if edge_attr is not None else None
+        pairs = self.pattern.edge_index(ptr, graph=None if self.pattern.position_based else edge_index)
+        pair_attr = pattern_edge_attr(edge_index, edge_h, pairs, num_nodes) if edge_h is not None else None
+        buckets = shortest_path_buckets(edge_index, pairs, ptr, self.max_distance)
+        vn = self.virtual_node.weight.expand(num_graphs, -1) if self.virtual_node is not None else None
+        weights = []
+        for i, layer in enumerate(self.layers):
+            if vn is not None:
+                h = h + vn[batch]
+            h = layer(h, pairs, pair_attr, buckets, edge_index, edge_h, return_attention_weights=return_attention_weights)
+            if return_attention_weights:
+                h, w = h
+                weights.append(w)
+            if vn is not None and i < self.num_layers - 1:
+                vn = vn + self.virtual_mlps[i](global_add_pool(h, batch, size=num_graphs) + vn)
+        h = self.norm(h)
+        if self.task == "graph":
+            h = POOLS[self.pool](h, batch, size=num_graphs)
+        out = self.head(h)
+        return (out, weights) if return_attention_weights else out
+
+    def __repr__(self) -> str:
+        local = ", local_mpnn=True" if self.local_mpnn else ""
+        return (f"{type(self).__name__}({self.in_channels}, {self.hidden_channels}, {self.out_channels}, "
+                f"num_layers={self.num_layers}, num_heads={self.layers[0].attn.num_heads}, "
+                f"pattern={str(self.pattern)!r}{local}, task={self.task!r})")

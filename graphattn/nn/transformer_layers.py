@@ -1,0 +1,288 @@
+r"""Transformer encoder and decoder layers of "Attention Is All You Need", with
+:class:`~graphattn.nn.GraphMultiheadAttention` over attention patterns.
+
+The modules mirror ``torch.nn.TransformerEncoderLayer`` and ``TransformerDecoderLayer`` down to
+the parameter names, so ``from_torch`` loads a torch layer's ``state_dict`` as it is.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from graphattn import patterns as P
+from graphattn.nn.attention import GraphMultiheadAttention
+
+__all__ = ["TransformerEncoderLayer", "TransformerDecoderLayer", "stack_edges"]
+
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
+def _activation(activation: Union[str, Callable[[Tensor], Tensor]]) -> Callable[[Tensor], Tensor]:
+    if callable(activation):
+        return activation
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)} or a callable, got {activation!r}")
+    return _ACTIVATIONS[activation]
+
+
+def stack_edges(attn: GraphMultiheadAttention, pattern: P.Pattern, ptr: Tensor, key_ptr: Optional[Tensor]):
+    """The pattern's edges when ``attn`` runs on the edges backend, built once for a stack of
+    layers; None when its backend (dense, window) needs none."""
+    lengths = ptr.diff() if key_ptr is None else torch.cat([ptr.diff(), key_ptr.diff()])
+    max_len = int(lengths.max()) if lengths.numel() else 0
+    if attn.select_backend(pattern, max_len)[0] != "edges":
+        return None
+    return pattern.edge_index(ptr, key_ptr if pattern.bipartite else None)
+
+
+def _attend(attn: GraphMultiheadAttention, x, pattern: P.Pattern, ptr: Tensor, key_ptr: Optional[Tensor],
+            edge_index: Optional[Tensor], attn_bias: Optional[Tensor] = None) -> Tensor:
+    """``attn`` along the pattern, or along its edges when the stack built them already."""
+    if edge_index is not None:
+        return attn(x, edge_index, attn_bias=attn_bias)
+    return attn(x, pattern=pattern, ptr=ptr, key_ptr=key_ptr, attn_bias=attn_bias)
+
+
+class TransformerEncoderLayer(nn.Module):
+    r"""Self-attention over a pattern and a feed-forward block, each with residual + LayerNorm.
+
+    .. math::
+        \text{post-norm:}\ x \leftarrow \mathrm{LN}_1(x + \mathrm{SA}(x)),\
+        x \leftarrow \mathrm{LN}_2(x + \mathrm{FF}(x)) \qquad
+        \text{pre-norm:}\ x \leftarrow x + \mathrm{SA}(\mathrm{LN}_1(x)),\
+        x \leftarrow x + \mathrm{FF}(\mathrm{LN}_2(x))
+
+    with :math:`\mathrm{FF}(x) = W_2\,\mathrm{act}(W_1 x + b_1) + b_2` and SA a
+    :class:`GraphMultiheadAttention` over the edges of ``pattern``.
+
+    Args:
+        d_model (int): model width.
+        nhead (int): attention heads.
+        dim_feedforward (int, optional): hidden width of the feed-forward block. (default: 2048)
+        dropout (float, optional): dropout. (default: 0.1)
+        activation (str or callable, optional): ``"relu"`` or ``"gelu"``. (default: ``"relu"``)
+        layer_norm_eps (float, optional): LayerNorm epsilon. (default: 1e-5)
+        norm_first (bool, optional): pre-norm instead of post-norm. (default: False)
+        bias (bool, optional): biases in linear layers and LayerNorms. (default: True)
+        pattern (Pattern, optional): attention pattern. (default: ``dense()``)
+        attn_kwargs (dict, optional): more arguments of :class:`GraphMultiheadAttention`
+            (``backend``, ``edge_dim``, ...).
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, d)`, ``ptr`` :math:`(B + 1)`
+        - **output:** :math:`(N, d)`
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: Union[str, Callable[[Tensor], Tensor]] = "relu",
+        layer_norm_eps: float = 1e-5,
+        norm_first: bool = False,
+        bias: bool = True,
+        pattern: Optional[P.Pattern] = None,
+        attn_kwargs: Optional[dict] = None,
+    ):
+        super().__init__()
+        self.self_attn = GraphMultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, **(attn_kwargs or {}))
+        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
+        self.norm_first = norm_first
+        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.activation = _activation(activation)
+        self.pattern = P.as_pattern(pattern, "pattern", P.dense())
+
+    def reset_parameters(self) -> None:
+        for module in (self.self_attn, self.linear1, self.linear2, self.norm1, self.norm2):
+            module.reset_parameters()
+
+    def forward(self, x: Tensor, ptr: Tensor, edge_index: Optional[Tensor] = None, attn_bias: Optional[Tensor] = None) -> Tensor:
+        """``x: [N, d_model]``, ``ptr: [B + 1]``.
+
+        ``edge_index`` (``[2, E]``): attend these pairs instead of the layer's pattern; a stack
+        passes ``pattern.edge_index(ptr)``, built once for all its layers. ``attn_bias``
+        (``[E, H]``) has one row per pair, in the order of ``edge_index`` or of the pattern's edges.
+        """
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), ptr, edge_index, attn_bias)
+            return x + self._ff_block(self.norm2(x))
+        x = self.norm1(x + self._sa_block(x, ptr, edge_index, attn_bias))
+        return self.norm2(x + self._ff_block(x))
+
+    def _sa_block(self, x, ptr, edge_index, attn_bias):
+        return self.dropout1(_attend(self.self_attn, x, self.pattern, ptr, None, edge_index, attn_bias))
+
+    def _ff_block(self, x):
+        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+    @classmethod
+    def from_torch(cls, layer: nn.TransformerEncoderLayer, **kwargs) -> "TransformerEncoderLayer":
+        """A layer with the configuration and weights of a ``torch.nn.TransformerEncoderLayer``."""
+        if not isinstance(layer, nn.TransformerEncoderLayer):
+            raise TypeError(f"layer must be a torch.nn.TransformerEncoderLayer, got {type(layer).__name__}")
+        new = cls(
+            layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
+            layer.dropout.p, layer.activation, layer.norm1.eps, layer.norm_first,
+            layer.linear1.bias is not None, **kwargs,
+        )
+        new.load_state_dict(layer.state_dict())
+        return new
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.self_attn.embed_dim}, nhead={self.self_attn.num_heads}, "
+                f"pattern={self.pattern!r}, norm_first={self.norm_first})")
+
+
+class TransformerDecoderLayer(nn.Module):
+    r"""Masked self-attention, cross-attention to the memory and feed-forward.
+
+    Post-norm: :math:`x \leftarrow \mathrm{LN}_1(x + \mathrm{SA}(x))`,
+    :math:`x \leftarrow \mathrm{LN}_2(x + \mathrm{CA}(x, m))`,
+    :math:`x \leftarrow \mathrm{LN}_3(x + \mathrm{FF}(x))`; pre-norm applies each LayerNorm to the
+    block's input instead. SA follows ``pattern`` (default ``causal()``); CA follows
+    ``cross_pattern`` (default ``cross()``: every source position of the same example).
+
+    Args: as :class:`TransformerEncoderLayer`, plus ``cross_pattern``.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N_t, d)`, ``memory`` :math:`(N_s, d)`, ``ptr`` :math:`(B + 1)`,
+          ``memory_ptr`` :math:`(B + 1)`
+        - **output:** :math:`(N_t, d)`
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: Union[str, Callable[[Tensor], Tensor]] = "relu",
+        layer_norm_eps: float = 1e-5,
+        norm_first: bool = False,
+        bias: bool = True,
+        pattern: Optional[P.Pattern] = None,
+        cross_pattern: Optional[P.Pattern] = None,
+        attn_kwargs: Optional[dict] = None,
+    ):
+        super().__init__()
+        kwargs = attn_kwargs or {}
+        self.self_attn = GraphMultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, **kwargs)
+        self.multihead_attn = GraphMultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, **kwargs)
+        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
+        self.norm_first = norm_first
+        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.activation = _activation(activation)
+        self.pattern = P.as_pattern(pattern, "pattern", P.causal())
+        cross_pattern = P.as_pattern(cross_pattern, "cross_pattern", P.cross())
+        self.cross_pattern = cross_pattern if cross_pattern.bipartite else P.cross(cross_pattern)
+
+    def reset_parameters(self) -> None:
+        for module in (self.self_attn, self.multihead_attn, self.linear1, self.linear2, self.norm1, self.norm2, self.norm3):
+            module.reset_parameters()
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        ptr: Tensor,
+        memory_ptr: Tensor,
+        edge_index: Optional[Tensor] = None,
+        cross_edge_index: Optional[Tensor] = None,
+    ) -> Tensor:
+        """``x: [N_t, d]``, ``memory: [N_s, d]``; ``edge_index`` and ``cross_edge_index``: attend these
+        pairs instead of the patterns' (a stack builds them once for all its layers)."""
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), ptr, edge_index)
+            x = x + self._ca_block(self.norm2(x), memory, ptr, memory_ptr, cross_edge_index)
+            return x + self._ff_block(self.norm3(x))
+        x = self.norm1(x + self._sa_block(x, ptr, edge_index))
+        x = self.norm2(x + self._ca_block(x, memory, ptr, memory_ptr, cross_edge_index))
+        return self.norm3(x + self._ff_block(x))
+
+    def _sa_block(self, x, ptr, edge_index):
+        return self.dropout1(_attend(self.self_attn, x, self.pattern, ptr, None, edge_index))
+
+    def _ca_block(self, x, memory, ptr, memory_ptr, edge_index):
+        return self.dropout2(_attend(self.multihead_attn, (memory, x), self.cross_pattern, ptr, memory_ptr, edge_index))
+
+    def _ff_block(self, x):
+        return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+    def check_incremental(self) -> None:
+        """Raise unless cached decoding can reproduce this layer's patterns exactly."""
+        band = self.pattern
+        if not (isinstance(band, P.Band) and band.right == 0):
+            raise ValueError(f"cached decoding needs a causal band decoder pattern, got {band!r}")
+        if self.cross_pattern.pattern != P.dense():
+            raise ValueError(f"cached decoding needs the dense cross pattern, got {self.cross_pattern!r}")
+
+    def step(
+        self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_ptr: Tensor, cache: Optional[tuple[Tensor, Tensor]]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One step of incremental decoding: the newest position of ``M`` sequences.
+
+        Args:
+            x (Tensor): decoder input of the newest position, ``[M, d]``.
+            memory_kv ((Tensor, Tensor)): the memory's keys and values of this layer's
+                cross-attention, ``[N_s, H, D]`` each (computed once per source batch).
+            memory_ptr (LongTensor): ``[M + 1]`` layout of the memory.
+            cache ((Tensor, Tensor) or None): keys and values of earlier positions that the
+                causal band still reaches, ``[M, t, H, D]`` each.
+
+        Returns:
+            ``(out [M, d], cache)`` with the newest keys and values appended.
+        """
+        num = x.size(0)
+        one = torch.arange(num + 1, device=x.device)  # one query per sequence
+        h = self.norm1(x) if self.norm_first else x
+        k_new, v_new = self.self_attn.project_key_value(h)
+        if cache is None:
+            k, v = k_new.unsqueeze(1), v_new.unsqueeze(1)
+        else:
+            k, v = torch.cat([cache[0], k_new.unsqueeze(1)], 1), torch.cat([cache[1], v_new.unsqueeze(1)], 1)
+        left = self.pattern.left
+        if left is not None:  # the band reaches back `left` positions: drop what it can't see
+            k, v = k[:, -(left + 1):], v[:, -(left + 1):]
+        length = k.size(1)
+        sa = self.self_attn(h, key_value=(k.flatten(0, 1), v.flatten(0, 1)), pattern=P.cross(), ptr=one, key_ptr=one * length)
+        x = x + self.dropout1(sa) if self.norm_first else self.norm1(x + self.dropout1(sa))
+        h = self.norm2(x) if self.norm_first else x
+        ca = self.multihead_attn(h, key_value=memory_kv, pattern=self.cross_pattern, ptr=one, key_ptr=memory_ptr)
+        x = x + self.dropout2(ca) if self.norm_first else self.norm2(x + self.dropout2(ca))
+        x = x + self._ff_block(self.norm3(x)) if self.norm_first else self.norm3(x + self._ff_block(x))
+        new_cache = (k[:, 1:], v[:, 1:]) if left is not None and length == left + 1 else (k, v)
+        return x, new_cache
+
+    @classmethod
+    def from_torch(cls, layer: nn.TransformerDecoderLayer, **kwargs) -> "TransformerDecoderLayer":
+        """A layer with the configuration and weights of a ``torch.nn.TransformerDecoderLayer``."""
+        if not isinstance(layer, nn.TransformerDecoderLayer):
+            raise TypeError(f"layer must be a torch.nn.TransformerDecoderLayer, got {type(layer).__name__}")
+        new = cls(
+            layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
+            layer.dropout.p, layer.activation, layer.norm1.eps, layer.norm_first,
+            layer.linear1.bias is not None, **kwargs,
+        )
+        new.load_state_dict(layer.state_dict())
+        return new
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.self_attn.embed_dim}, nhead={self.self_attn.num_heads}, "
+                f"pattern={self.pattern!r}, norm_first={self.norm_first})")

@@ -1,0 +1,16 @@
+r"""Attention kernels: the backends of :class:`~graphattn.nn.GraphMultiheadAttention`.
+
+Each takes projected ``query [N_q, H, D]``, ``key [N_k, H, D]``, ``value [N_k, H, D_v]`` and
+the structure it exploits, and returns ``(out [N_q, H, D_v], weights [E, H] or None)``; the
+weights come back only with ``need_weights=True``, on the pattern's edges in their canonical
+order. Dropout applies whenever ``dropout_p > 0`` (callers pass 0 in evaluation, as to SDPA).
+
+* :func:`dense_attention` (``dense.py``): dense and causal patterns, padded blocks through SDPA.
+* :func:`edge_attention` (``edges.py``): any edge list, CSR SDDMM / softmax / SpMM.
+* :func:`window_attention` (``window.py``): finite bands, blocked and recomputing in backward.
+"""
+from graphattn.ops.dense import dense_attention
+from graphattn.ops.edges import NORMALIZATIONS, CSRLayout, edge_attention
+from graphattn.ops.window import window_attention
+
+__all__ = ["dense_attention", "edge_attention", "window_attention", "CSRLayout", "NORMALIZATIONS"]

@@ -1,0 +1,128 @@
+r"""Dense and causal attention of ragged batches through SDPA on padded per-example blocks.
+
+The dense backend of :class:`~graphattn.nn.GraphMultiheadAttention`. Each example's queries
+attend all keys of the same example of ``key_ptr`` (with ``causal=True``: keys at local
+positions ``s <= t``). The padded batch goes through
+:func:`torch.nn.functional.scaled_dot_product_attention`, which picks fused kernels where the
+device has them; examples of equal length need no padding and no mask at all.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["dense_attention"]
+
+
+def _lengths_uniform(sizes: Tensor) -> Optional[int]:
+    """The common length of all examples, or None when they differ (or there are none)."""
+    if sizes.numel() == 0:
+        return None
+    first = int(sizes[0])
+    return first if bool((sizes == first).all()) else None
+
+
+class _Padding(NamedTuple):
+    """Where each flat row sits in the padded ``[B, n, ...]`` batch."""
+
+    batch: Tensor  # [N] example of each row
+    pos: Tensor  # [N] position in the example
+    length: int  # n, the longest example
+
+
+def _padding(ptr: Tensor, num_rows: int) -> _Padding:
+    sizes = ptr.diff()
+    batch = torch.repeat_interleave(torch.arange(sizes.numel(), device=ptr.device), sizes, output_size=num_rows)
+    return _Padding(batch, torch.arange(num_rows, device=ptr.device) - ptr[batch], int(sizes.max()))
+
+
+def _pad(x: Tensor, where: _Padding, batch_size: int) -> Tensor:
+    out = x.new_zeros(batch_size, where.length, *x.shape[1:])
+    out[where.batch, where.pos] = x
+    return out.transpose(1, 2)  # [B, H, n, D]
+
+
+def _allowed(q_sizes: Tensor, k_sizes: Tensor, max_q: int, max_k: int, causal: bool) -> Tensor:
+    """``[B, 1, n_q, n_k]`` bool, True = may attend; rows without any key may attend everything."""
+    batch_size, device = q_sizes.numel(), q_sizes.device
+    s = torch.arange(max_k, device=device)
+    allowed = (s.unsqueeze(0) < k_sizes.view(-1, 1)).view(batch_size, 1, 1, max_k)  # the key exists
+    if causal:
+        allowed = allowed & (s.view(1, 1, 1, -1) <= torch.arange(max_q, device=device).view(1, 1, -1, 1))
+    # Rows without keys (padding, empty key examples) would be NaN in softmax; let them read
+    # everything: the caller zeroes their output.
+    return allowed | ~allowed.any(-1, keepdim=True)
+
+
+def dense_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    ptr: Tensor,
+    key_ptr: Tensor,
+    causal: bool = False,
+    scale: Optional[float] = None,
+    bias: Optional[Tensor] = None,
+    edge_index: Optional[Tensor] = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[Tensor, Optional[Tensor]]:
+    r"""Dense (or causal) attention of ragged examples through padded per-example blocks.
+
+    Args:
+        query, key, value (Tensor): ``[Nq, H, D]``, ``[Nk, H, D]``, ``[Nk, H, Dv]``.
+        ptr, key_ptr (LongTensor): ``[B + 1]`` layouts of queries and keys.
+        causal (bool): query ``t`` attends keys ``s <= t`` only.
+        scale (float, optional): score scale (default: ``1 / sqrt(D)``).
+        bias (Tensor, optional): score bias ``[E, H]`` on the edges ``edge_index`` of the pattern.
+        edge_index (LongTensor, optional): ``[2, E]``, the pattern's edges, needed with ``bias``
+            or ``need_weights``.
+        dropout_p (float): dropout on the weights (pass 0 in evaluation, as to SDPA).
+        need_weights (bool): also return the weights ``[E, H]`` on ``edge_index``.
+
+    Returns:
+        ``(out [Nq, H, Dv], weights [E, H] or None)``.
+    """
+    num_heads, head_dim = query.size(1), query.size(2)
+    scale = head_dim**-0.5 if scale is None else scale
+    if query.size(0) == 0 or key.size(0) == 0:
+        weights = query.new_zeros(0 if edge_index is None else edge_index.size(1), num_heads) if need_weights else None
+        return query.new_zeros(query.size(0), num_heads, value.size(-1)), weights
+    q_sizes, k_sizes = ptr.diff(), key_ptr.diff()
+    n_q, n_k = _lengths_uniform(q_sizes), _lengths_uniform(k_sizes)
+    if n_q is not None and n_k is not None and bias is None and not need_weights:
+        # Equal lengths: the flat batch is already a padded batch, as a view.
+        shape = (q_sizes.numel(), -1, num_heads)
+        q, k, v = (t.view(*shape, t.size(-1)).transpose(1, 2) for t in (query, key, value))
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
+        return out.transpose(1, 2).reshape(query.size(0), num_heads, -1), None
+    return _padded_attention(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights)
+
+
+def _padded_attention(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights):
+    batch_size, num_heads = ptr.numel() - 1, query.size(1)
+    at_q, at_k = _padding(ptr, query.size(0)), _padding(key_ptr, key.size(0))
+    q, k, v = _pad(query, at_q, batch_size), _pad(key, at_k, batch_size), _pad(value, at_k, batch_size)
+    allowed = _allowed(ptr.diff(), key_ptr.diff(), at_q.length, at_k.length, causal)
+    if bias is not None:
+        mask = torch.full((batch_size, num_heads, at_q.length, at_k.length), -math.inf,
+                          dtype=query.dtype, device=query.device).masked_fill(allowed, 0.0)
+        src, dst = edge_index
+        mask[at_q.batch[dst], :, at_q.pos[dst], at_k.pos[src]] = bias
+    else:
+        mask = allowed
+    weights = None
+    if need_weights:
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        scores = scores.masked_fill(~allowed, -math.inf) if mask.dtype == torch.bool else scores + mask
+        weights_full = torch.softmax(scores, -1)
+        out = torch.matmul(F.dropout(weights_full, dropout_p) if dropout_p > 0 else weights_full, v)
+        src, dst = edge_index
+        weights = weights_full[at_q.batch[dst], :, at_q.pos[dst], at_k.pos[src]]
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    return out.transpose(1, 2)[at_q.batch, at_q.pos], weights  # [Nq, H, Dv]

@@ -1,0 +1,48 @@
+r"""Attention patterns: which keys each query may attend, as the edges of a graph.
+
+A batch of examples is laid out by ``ptr`` (LongTensor ``[B + 1]``, PyG's CSR offsets):
+example ``b`` owns the nodes ``ptr[b]:ptr[b + 1]``. A pattern turns ``ptr`` into
+``edge_index: [2, E]`` in PyG's convention, row 0 = key / source ``j``, row 1 = query / target
+``i``, sorted by target then source, without duplicates and never crossing examples.
+
+Positions are local to their example: ``window(w)`` lets local query ``t`` attend local keys
+``s`` with ``|t - s| <= w``. Every position-based pattern also serves cross-attention: with a
+second layout ``key_ptr`` the keys come from another batch of the same number of examples.
+Graph patterns (``graph``, ``khop``) follow the batch's own graph.
+
+Patterns combine: ``causal() & window(8)`` is a causal band, ``window(3) | global_tokens([0])``
+a Longformer pattern. They compare by value and print as the one grammar :func:`parse` reads.
+Edges are built vectorised in torch, in time and memory proportional to the number of edges,
+never to ``n ** 2`` unless the pattern is that dense.
+
+Example::
+
+    >>> import torch
+    >>> from graphattn import patterns
+    >>> ptr = torch.tensor([0, 3, 5])          # two examples of lengths 3 and 2
+    >>> patterns.window(1).edge_index(ptr)
+    tensor([[0, 1, 0, 1, 2, 1, 2, 3, 4, 3, 4],
+            [0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4]])
+    >>> patterns.causal() & patterns.window(8)
+    causal&window:8
+
+Modules: :mod:`~graphattn.patterns.base` (Pattern, union, intersection, how to write one),
+:mod:`~graphattn.patterns.bands` (dense, causal, window, block), :mod:`~graphattn.patterns.sparse`
+(dilated, global tokens, random, BigBird), :mod:`~graphattn.patterns.graph` (graph, khop),
+:mod:`~graphattn.patterns.cross`, :mod:`~graphattn.patterns.reach` (statistics),
+:mod:`~graphattn.patterns.parse` (the grammar).
+"""
+from graphattn.patterns.bands import Band, RangePattern, block, causal, dense, window
+from graphattn.patterns.base import Intersection, Pattern, Union, check_pattern
+from graphattn.patterns.cross import Cross, cross
+from graphattn.patterns.graph import GraphPattern, graph, khop
+from graphattn.patterns.parse import NAMES, as_pattern, parse
+from graphattn.patterns.reach import bfs_reach
+from graphattn.patterns.sparse import bigbird, dilated, global_tokens, random
+from graphattn.utils.checks import check_ptr
+
+__all__ = [
+    "Pattern", "RangePattern", "Band", "Union", "Intersection", "Cross", "GraphPattern",
+    "dense", "causal", "window", "dilated", "block", "global_tokens", "random", "bigbird", "graph", "khop", "cross",
+    "parse", "as_pattern", "NAMES", "check_pattern", "check_ptr", "bfs_reach",
+]

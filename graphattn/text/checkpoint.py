@@ -1,0 +1,101 @@
+r"""Training checkpoints that save atomically, load safely and restore every random state.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(path, weights_only=True)`` (no pickled code runs on load)::
+
+    {"format": "graphattn-checkpoint", "version": 1, "step": int, "model": state_dict,
+     "optimizer": state_dict, "scheduler": state_dict, "rng": rng_state() of rank 0,
+     "rng_ranks": [rng_state() of each rank], "data": {"epoch": int, "batch": int,
+     "global_batch": {"batch_size", "max_tokens"}, "world_size": int}, "config": dict,
+     "vocab": {"src": ..., "tgt": ...}, "best_bleu": float}
+
+:func:`save_checkpoint` writes a temporary file in the target's directory and renames it over
+the target with ``os.replace`` (atomic on POSIX and Windows), so a crash while saving leaves the
+previous checkpoint as it was. :func:`load_checkpoint` turns every way a file can be wrong
+(truncated, random bytes, another program's torch file) into a ``ValueError`` naming the path.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import torch
+
+__all__ = ["FORMAT", "VERSION", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+
+FORMAT, VERSION = "graphattn-checkpoint", 1
+REQUIRED_KEYS = ("format", "version", "step", "model", "optimizer", "scheduler", "rng", "data", "config", "vocab")
+PathLike = Union[str, os.PathLike]
+
+
+def save_checkpoint(payload: dict, path: PathLike) -> Path:
+    """Write ``payload`` to ``path`` atomically: all of it or, after a crash, the old file untouched.
+
+    The temporary file lives in the same directory, because ``os.replace`` is only atomic within
+    one file system; it is fsynced before the rename so a power cut cannot leave a renamed but
+    empty file. On any error the temporary file is removed and the error re-raised.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: PathLike) -> dict:
+    """The checkpoint dict at ``path``, loaded with ``weights_only=True`` and checked.
+
+    Raises ``FileNotFoundError`` if there is no file, and ``ValueError`` naming the path and the
+    problem if the file is unreadable (truncated, corrupt, not a torch file, holds objects other
+    than tensors and plain containers) or is not a graphattn checkpoint of this version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {os.fspath(path)!r}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{os.fspath(path)!r} is not a readable checkpoint (truncated or corrupt?): {first}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{os.fspath(path)!r} is not a graphattn checkpoint: it holds a {type(ckpt).__name__}, not a dict")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"{os.fspath(path)!r} is not a graphattn checkpoint: missing keys {missing}")
+    if ckpt["format"] != FORMAT or ckpt["version"] != VERSION:
+        raise ValueError(f"{os.fspath(path)!r} has format {ckpt['format']!r} version {ckpt['version']!r}, "
+                         f"expected {FORMAT!r} version {VERSION}")
+    return ckpt
+
+
+def rng_state() -> dict:
+    """The states of torch's generators (CPU, and each GPU once CUDA is initialised), as tensors.
+
+    Training draws only from torch (dropout, scheduled sampling, batch order through its own
+    generator), so this is all a resumed run needs to continue exactly.
+    """
+    # Dropout on a GPU draws from the GPU's generator: without its state a resumed run differs.
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned (the Python and numpy states that version-1
+    checkpoints of earlier releases also hold are not needed, and not touched)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        for device, cuda_state in enumerate(cuda[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)

@@ -1,0 +1,413 @@
+r"""Training of :class:`~graphattn.text.model.Seq2Seq` translation models.
+
+One step: a flat batch of sentence pairs of similar length (:class:`~graphattn.loader.LengthBucketSampler`,
+no padding is computed), label-smoothed cross-entropy, Adam with the Noam schedule
+(:func:`noam_lambda` in ``LambdaLR``), gradient clipping and, optionally, scheduled sampling.
+Every ``eval_every`` steps the model translates the validation set greedily; BLEU and exact match
+go to the CSV log and the best checkpoint by BLEU is kept. ``train(TrainConfig(...))`` returns a
+:class:`TrainResult`; ``graphattn train`` maps its flags onto :class:`TrainConfig` one to one.
+
+Files written to ``config.out``: ``last.pt`` and ``best.pt`` (see :mod:`graphattn.text.checkpoint`),
+``log.csv``, ``curves.png`` (loss, lr, validation scores) and ``attention.png`` (the last decoder
+layer's cross-attention on one validation sentence).
+
+Under ``torchrun --nproc_per_node=W`` the same call trains data-parallel
+(:mod:`graphattn.distributed`): every rank takes an interleaved share of each global batch of
+``batch_size * W * accumulate`` pairs, ``DistributedDataParallel`` averages the gradients, the
+loss is normalised by the global number of target tokens (so ``W`` processes with batch ``b``
+compute exactly the step of one process with batch ``W b``), validation is sharded and gathered,
+and only rank 0 writes files. ``accumulate=K`` sums the gradients of ``K`` micro-batches before
+each step.
+
+Messages (validation scores, the batch layout) go to the ``graphattn.text.train`` logger, progress to
+a tqdm bar; the library sets no thread count, no global seed that outlives the call (the run's
+random streams live in ``torch.random.fork_rng``) and no logging handler. The global batch is part of the run: a checkpoint resumes in any number of processes
+with the same global batches, split into smaller or larger shares.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from graphattn import distributed
+from graphattn.loader import LengthBucketSampler
+from graphattn.text.checkpoint import FORMAT, VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from graphattn.text.config import RUN_FIELDS, TrainConfig, build_model, check_config, config_from_dict, load_task
+from graphattn.text.data import FlatBatch, ParallelDataset, flat_collate
+from graphattn.text.evaluation import evaluate_sharded
+from graphattn.text.model import Seq2Seq
+from graphattn.text.plots import attention_example, plot_attention, plot_curves
+from graphattn.text.vocab import PAD_ID, Vocab
+from graphattn.utils.batch import local_positions
+from graphattn.utils.checks import check_int
+
+__all__ = ["TrainResult", "noam_lambda", "sampling_share", "scheduled_sampling_inputs", "split_batch", "FlatForward",
+           "train_step", "train"]
+
+logger = logging.getLogger(__name__)
+LOG_FIELDS = ("step", "loss", "lr", "tokens_per_s", "valid_bleu", "valid_em")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns; ``model`` holds the best weights by validation BLEU."""
+
+    config: TrainConfig
+    model: Seq2Seq
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    step: int  # optimizer steps done in total (resumed runs included)
+    losses: list  # the loss of each step of this run
+    valid: dict  # validation scores of the last evaluation: bleu, exact_match, n
+    best_bleu: float
+    tokens_per_s: float  # source + target tokens per second of training (validation excluded)
+    train_seconds: float
+    stopped_by: str  # "steps" or "time_limit"
+    paths: dict = field(default_factory=dict)  # last, best, log, curves, attention
+
+
+# --- Pure pieces -------------------------------------------------------------------------------
+
+
+def noam_lambda(d_model: int, warmup: int, factor: float = 1.0) -> Callable[[int], float]:
+    r"""The Noam rate :math:`f\, d^{-1/2} \min(s^{-1/2},\ s\, w^{-3/2})` as a function of the step.
+
+    Hand it to ``LambdaLR`` with the optimizer's ``lr=1.0``. ``LambdaLR`` asks for step 0 when
+    it is built, where the formula divides by zero; step 0 gets the rate of step 1.
+    """
+    check_int("d_model", d_model, 1)
+    check_int("warmup", warmup, 1)
+    if not factor > 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+
+    def rate(step: int) -> float:
+        step = max(step, 1)
+        return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+
+    return rate
+
+
+def sampling_share(step: int, steps: int, final: float) -> float:
+    """Scheduled-sampling share at 0-based ``step`` of ``steps``: 0 at the first, ``final`` at the last."""
+    return final * min(1.0, step / max(1, steps - 1))
+
+
+def scheduled_sampling_inputs(tgt_in: Tensor, ptr_tgt: Tensor, predictions: Tensor, share: float,
+                              generator: Optional[torch.Generator] = None) -> Tensor:
+    """Decoder inputs ``[N_t]`` with a ``share`` of the gold tokens replaced by predictions.
+
+    ``predictions [N_t]`` are the argmax of a teacher-forced pass: the one at position ``t``
+    predicts the token at ``t + 1`` of the same sentence. Position 0 (BOS) always stays.
+    Training on its own guesses shows the model the kind of prefixes it meets at inference
+    (exposure bias, Bengio et al. 2015).
+    """
+    positions = local_positions(ptr_tgt)
+    shifted = torch.cat([tgt_in[:1], predictions[:-1]])  # row i: prediction made at row i - 1
+    draw = torch.rand(tgt_in.shape, generator=generator, device=tgt_in.device)
+    return torch.where((positions > 0) & (draw < share), shifted, tgt_in)
+
+
+# --- One step ------------------------------------------------------------------------------------
+
+
+def _open_log(path: Path, keep_until: int):
+    """The CSV log for appending; rows past ``keep_until`` (written after the checkpoint we resume) go."""
+    rows = []
+    if keep_until > 0 and path.exists():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
+    f = open(path, "w", newline="")
+    writer = csv.DictWriter(f, LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return f, writer
+
+
+class FlatForward(nn.Module):
+    """``forward = model.forward_flat``: what ``DistributedDataParallel`` wraps, since DDP hooks
+    only ``forward`` and the padded ``Seq2Seq.forward`` would undo the flat batches."""
+
+    def __init__(self, model: Seq2Seq):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: Tensor, ptr_src: Tensor, tgt: Tensor, ptr_tgt: Tensor) -> Tensor:
+        return self.model.forward_flat(src, ptr_src, tgt, ptr_tgt)
+
+
+def split_batch(items: Sequence[int], parts: int) -> list[list[int]]:
+    """``items`` dealt into ``parts`` interleaved micro-batches (``items[j::parts]``), empty ones dropped.
+
+    A batch's examples are sorted by length, so dealing them gives micro-batches of about equal
+    cost, as :class:`~graphattn.loader.LengthBucketSampler` deals a global batch to the ranks.
+    """
+    return [list(items[j::parts]) for j in range(parts) if items[j::parts]]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    return model.model if isinstance(model, FlatForward) else model
+
+
+def train_step(model: nn.Module, batch, optimizer, loss_fn, clip_norm: float, share: float = 0.0,
+               ctx: Optional[distributed.Context] = None, precision: str = "fp32") -> float:
+    """One optimizer step; the loss of the whole (global) batch, a mean over its target tokens.
+
+    ``batch`` is a :class:`FlatBatch` or a list of them (micro-batches whose gradients are summed,
+    gradient accumulation). ``model`` is a :class:`~graphattn.text.model.Seq2Seq` or, across
+    processes, ``DistributedDataParallel(FlatForward(seq2seq))``. ``loss_fn`` returns the mean
+    over a micro-batch's tokens; each micro-batch is weighted by its tokens, and the gradients
+    are divided by the tokens of all ranks' micro-batches together, so the step equals one
+    process's step on the union of the batches. ``share``: scheduled-sampling share of inputs.
+    ``precision="bf16"``: forward and loss under ``torch.autocast`` in bfloat16.
+    """
+    ctx = ctx or distributed.Context()
+    micro = [batch] if isinstance(batch, FlatBatch) else list(batch)
+    if not micro:
+        raise ValueError("train_step needs at least one micro-batch")
+    raw = _unwrap(model)
+    forward = model if isinstance(model, nn.parallel.DistributedDataParallel) else raw.forward_flat
+    raw.train()
+    optimizer.zero_grad(set_to_none=True)
+    autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    loss_sum, tokens = 0.0, 0
+    for i, mb in enumerate(micro):
+        tgt_in = mb.tgt_in
+        if share > 0:
+            with torch.no_grad(), autocast:
+                guess = raw.forward_flat(mb.src, mb.ptr_src, tgt_in, mb.ptr_tgt).argmax(-1)
+            tgt_in = scheduled_sampling_inputs(tgt_in, mb.ptr_tgt, guess, share)
+        n = mb.tgt_out.numel()
+        # DDP all-reduces the gradients during the last micro-batch's backward only.
+        with distributed.no_sync(model, sync=i == len(micro) - 1):
+            with autocast:
+                # The model returns log-probabilities; CrossEntropyLoss's log_softmax leaves them unchanged.
+                loss = loss_fn(forward(mb.src, mb.ptr_src, tgt_in, mb.ptr_tgt), mb.tgt_out) * n
+            loss.backward()
+        loss_sum, tokens = loss_sum + loss.item(), tokens + n
+    loss_sum, tokens = distributed.all_sum([loss_sum, tokens], ctx)
+    # Gradients now hold the sum over this rank's tokens averaged over ranks (DDP divides by W):
+    # scale to the mean over every token of the global batch.
+    scale = ctx.world_size / tokens
+    for p in raw.parameters():
+        if p.grad is not None:
+            p.grad.mul_(scale)
+    if clip_norm > 0:
+        nn.utils.clip_grad_norm_(raw.parameters(), clip_norm)
+    optimizer.step()
+    return loss_sum / tokens
+
+
+def _rank_seed(seed: int, step: int, rank: int) -> int:
+    """A seed for rank ``rank``'s dropout stream: different ranks must not drop the same units."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2 ** 63)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train as ``config`` says; with ``config.resume``, continue from ``out/last.pt`` exactly.
+
+    On resume the checkpoint's configuration is used, except for the fields of ``RUN_FIELDS``
+    (steps, time_limit, out, resume, progress, accumulate, device, precision, dist_timeout),
+    which come from ``config``. Started by ``torchrun``, the processes train together (see the
+    module's docstring); a rank that dies or hangs ends the others with a
+    :class:`~graphattn.distributed.DistributedError` after ``dist_timeout`` seconds.
+    """
+    check_config(config)
+    ctx = distributed.init(config.device, config.dist_timeout)
+    devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+    try:
+        # The run seeds and steps its own random streams; the caller's come back afterwards.
+        with distributed.guard(ctx), torch.random.fork_rng(devices=devices):
+            return _train(config, ctx)
+    finally:
+        distributed.shutdown(ctx)
+
+
+@dataclass
+class _Run:
+    """Everything a run changes as it goes, and what it was built from."""
+
+    config: TrainConfig
+    ctx: distributed.Context
+    paths: dict
+    pairs: dict
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    train_set: ParallelDataset
+    model: Seq2Seq
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    global_batch: dict
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # batches of the epoch already done
+    best_bleu: float = -math.inf
+
+    def checkpoint(self, valid: dict, rng_ranks: list) -> dict:
+        return {"format": FORMAT, "version": VERSION, "step": self.step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng_ranks[0], "rng_ranks": rng_ranks,
+                "data": {"epoch": self.epoch, "batch": self.position, "global_batch": self.global_batch,
+                         "world_size": self.ctx.world_size},
+                "config": asdict(self.config),
+                "vocab": {"src": self.src_vocab.to_dict(), "tgt": self.tgt_vocab.to_dict()},
+                "best_bleu": self.best_bleu, "valid": valid}
+
+
+def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
+    out = Path(config.out)
+    paths = {"last": out / "last.pt", "best": out / "best.pt", "log": out / "log.csv",
+             "curves": out / "curves.png", "attention": out / "attention.png"}
+    ckpt = load_checkpoint(paths["last"]) if config.resume else None
+    if ckpt is not None:
+        config = replace(config_from_dict(ckpt["config"]), **{k: getattr(config, k) for k in RUN_FIELDS})
+        check_config(config)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)  # inside train()'s fork_rng: the caller's generator is restored
+    run = _build(config, ctx, paths, ckpt)
+    losses, valid, stopped_by, tokens, seconds = _loop(run)
+    distributed.barrier(ctx)  # rank 0 has written best.pt before anyone reads it
+    if paths["best"].exists():  # report, plot and return the best weights, not the last
+        run.model.load_state_dict(load_checkpoint(paths["best"])["model"])
+    run.model.cpu().eval()
+    if ctx.is_main:
+        _plot(run)
+    return TrainResult(run.config, run.model, run.src_vocab, run.tgt_vocab, run.step, losses, valid, run.best_bleu,
+                       tokens / seconds if seconds else 0.0, seconds, stopped_by, paths)
+
+
+def _build(config: TrainConfig, ctx: distributed.Context, paths: dict, ckpt: Optional[dict]) -> _Run:
+    """Data, vocabularies, model, optimizer and schedule; from the checkpoint when resuming."""
+    pairs = load_task(config)
+    if ckpt is not None:
+        src_vocab, tgt_vocab = Vocab.from_dict(ckpt["vocab"]["src"]), Vocab.from_dict(ckpt["vocab"]["tgt"])
+    else:
+        src_vocab, tgt_vocab = Vocab.build(s for s, _ in pairs["train"]), Vocab.build(t for _, t in pairs["train"])
+    train_set = ParallelDataset(pairs["train"], src_vocab, tgt_vocab)
+    if not len(train_set) or not pairs["valid"]:
+        raise ValueError(f"need training and validation pairs, got {len(train_set)} and {len(pairs['valid'])}")
+    model = build_model(config, len(src_vocab), len(tgt_vocab)).to(ctx.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, noam_lambda(config.d_model, config.warmup, config.lr_factor))
+    # The global batch (what one optimizer step sees) is fixed when a run starts; a resumed run
+    # keeps it whatever its number of processes, so it continues with the very same batches.
+    parts = ctx.world_size * config.accumulate  # micro-batches in a global batch
+    batch_size = config.batch_size or (None if config.max_tokens else 128)
+    global_batch = {"batch_size": batch_size and batch_size * parts,
+                    "max_tokens": config.max_tokens and config.max_tokens * parts}
+    run = _Run(config, ctx, paths, pairs, src_vocab, tgt_vocab, train_set, model, optimizer, scheduler, global_batch)
+    if ckpt is not None:
+        _restore(run, ckpt)
+    elif ctx.rank > 0:
+        torch.manual_seed(_rank_seed(config.seed, 0, ctx.rank))  # after the (broadcast) initialisation
+    return run
+
+
+def _restore(run: _Run, ckpt: dict) -> None:
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    states = ckpt.get("rng_ranks") or [ckpt["rng"]]
+    set_rng_state(states[min(run.ctx.rank, len(states) - 1)])
+    if run.ctx.rank >= len(states):
+        torch.manual_seed(_rank_seed(run.config.seed, ckpt["step"], run.ctx.rank))
+    run.step, run.epoch, run.position = ckpt["step"], ckpt["data"]["epoch"], ckpt["data"]["batch"]
+    run.global_batch = ckpt["data"].get("global_batch", run.global_batch)
+    run.best_bleu = ckpt.get("best_bleu", -math.inf)
+
+
+def _batches(run: _Run, sampler: LengthBucketSampler):
+    """The micro-batches of each step from where the run stands, epoch after epoch, forever."""
+    while True:
+        sampler.set_epoch(run.epoch)
+        batches = list(sampler)
+        while run.position < len(batches):
+            items = batches[run.position]
+            run.position += 1
+            yield [flat_collate([run.train_set[i] for i in part]).to(run.ctx.device)
+                   for part in split_batch(items, run.config.accumulate)]
+        run.epoch, run.position = run.epoch + 1, 0
+
+
+def _loop(run: _Run):
+    """Steps until ``config.steps`` or the time limit; validation and checkpoints on the way."""
+    config, ctx = run.config, run.ctx
+    sampler = LengthBucketSampler(run.train_set.lengths, batch_size=run.global_batch["batch_size"],
+                                  max_tokens=run.global_batch["max_tokens"], seed=config.seed,
+                                  num_replicas=ctx.world_size, rank=ctx.rank)
+    ddp = distributed.wrap(FlatForward(run.model), ctx) if ctx.distributed else run.model
+    loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=config.label_smoothing)
+    if ctx.is_main and (ctx.distributed or config.accumulate > 1):
+        logger.info("%d process(es) x %d micro-batch(es) a step; global batch: %s", ctx.world_size, config.accumulate,
+                    ", ".join(f"{k} {v}" for k, v in run.global_batch.items() if v))
+    log_file, log = _open_log(run.paths["log"], run.step) if ctx.is_main else (None, None)
+    bar = tqdm(total=config.steps, initial=run.step, disable=not (config.progress and ctx.is_main),
+               dynamic_ncols=True, desc="train")
+    losses, valid, stopped_by, tokens, seconds, start = [], {}, "steps", 0.0, 0.0, time.perf_counter()
+    try:
+        batches = _batches(run, sampler)
+        while run.step < config.steps:
+            micro = next(batches)
+            lr, tic = run.optimizer.param_groups[0]["lr"], time.perf_counter()
+            share = sampling_share(run.step, config.steps, config.scheduled_sampling)
+            loss = train_step(ddp, micro, run.optimizer, loss_fn, config.clip_norm, share, ctx, config.precision)
+            run.scheduler.step()
+            run.step += 1
+            over_time = config.time_limit is not None and time.perf_counter() - start > config.time_limit
+            batch_tokens, over_time = distributed.all_sum([sum(mb.num_tokens for mb in micro), over_time], ctx)
+            took = time.perf_counter() - tic
+            tokens, seconds = tokens + batch_tokens, seconds + took
+            losses.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:.0f}")
+            stopped_by = "time_limit" if over_time else stopped_by  # every rank agrees: the flag was summed
+            row = {"step": run.step, "loss": f"{loss:.6f}", "lr": f"{lr:.6g}", "tokens_per_s": f"{batch_tokens / took:.0f}"}
+            if run.step % config.eval_every == 0 or run.step == config.steps or over_time:
+                valid = _validate(run)
+                row.update(valid_bleu=f"{valid['bleu']:.2f}", valid_em=f"{valid['exact_match']:.2f}")
+            if log is not None:
+                log.writerow(row)
+                log_file.flush()
+            if over_time:
+                break
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+    return losses, valid, stopped_by, tokens, seconds
+
+
+def _validate(run: _Run) -> dict:
+    """Validation scores; the last and (if better) the best checkpoint are written by rank 0."""
+    ctx = run.ctx
+    valid = evaluate_sharded(run.model, run.src_vocab, run.tgt_vocab, run.pairs["valid"], run.config.max_len, ctx)
+    if ctx.is_main:
+        logger.info("step %d: valid BLEU %.2f, exact match %.1f%%", run.step, valid["bleu"], valid["exact_match"])
+    rng_ranks = distributed.gather_shards([rng_state()], ctx)
+    improved = valid["bleu"] > run.best_bleu
+    run.best_bleu = max(run.best_bleu, valid["bleu"])
+    if ctx.is_main:
+        if improved:
+            save_checkpoint(run.checkpoint(valid, rng_ranks), run.paths["best"])
+        save_checkpoint(run.checkpoint(valid, rng_ranks), run.paths["last"])
+    return valid
+
+
+def _plot(run: _Run) -> None:
+    plot_curves(run.paths["log"], run.paths["curves"])
+    example = run.pairs["valid"][0][0]
+    weights, src_tokens, out_tokens = attention_example(run.model, run.src_vocab, run.tgt_vocab, example,
+                                                         run.config.max_len)
+    plot_attention(weights, src_tokens, out_tokens, run.paths["attention"], title="cross-attention, last decoder layer")
