@@ -1,33 +1,30 @@
-"""The ``graphattn`` command line: ``train``, ``translate``, ``evaluate`` and ``compare``.
-
-Bad input (an unknown pattern, a missing file, zero steps, a corrupt checkpoint) ends with one
-line on stderr and exit status 2, as argparse's own errors do, never with a traceback.
-
-The entry point owns what is process-wide: torch's thread count (``--threads``), glibc's
-allocator setting (``compare``), and logging: the library's messages (``graphattn.*`` loggers)
-are printed here, one line each.
-"""
+"""``graphattn train``, ``translate`` and ``evaluate``: sequence models on text."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from dataclasses import fields
-from pathlib import Path
-from typing import Optional, Sequence
 
-import torch
+from graphattn.cli.common import set_threads
 
-from graphattn.distributed import DistributedError
-from graphattn.version import __version__
+__all__ = ["register"]
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are a single line: ``graphattn train: error: ...``."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+def register(sub) -> None:
+    """Add the text subcommands to the ``graphattn`` parser's subparsers."""
+    _add_train(sub)
+    p = sub.add_parser("translate", help="translate sentences with a trained model",
+                       description="Translate the given sentences, or stdin one sentence a line.")
+    p.add_argument("sentences", nargs="*", help="sentences to translate (default: read stdin)")
+    _add_decoding(p)
+    p.set_defaults(func=_translate, parser=p)
+    p = sub.add_parser("evaluate", help="BLEU and exact match of a trained model",
+                       description="Score a checkpoint on its task's test split, or on the given files.")
+    p.add_argument("--src", metavar="FILE", help="test source file (default: the task's test split)")
+    p.add_argument("--tgt", metavar="FILE", help="test target file")
+    _add_decoding(p)
+    p.set_defaults(func=_evaluate, parser=p)
 
 
 def _add_train(sub) -> None:
@@ -99,115 +96,12 @@ def _add_decoding(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="graphattn",
-        description="Self-attention as message passing: patterns, layers, training and comparison.",
-    )
-    parser.add_argument("--version", action="version", version=f"graphattn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_train(sub)
-    p = sub.add_parser("translate", help="translate sentences with a trained model",
-                       description="Translate the given sentences, or stdin one sentence a line.")
-    p.add_argument("sentences", nargs="*", help="sentences to translate (default: read stdin)")
-    _add_decoding(p)
-    p.set_defaults(func=_translate, parser=p)
-    p = sub.add_parser("evaluate", help="BLEU and exact match of a trained model",
-                       description="Score a checkpoint on its task's test split, or on the given files.")
-    p.add_argument("--src", metavar="FILE", help="test source file (default: the task's test split)")
-    p.add_argument("--tgt", metavar="FILE", help="test target file")
-    _add_decoding(p)
-    p.set_defaults(func=_evaluate, parser=p)
-    p = sub.add_parser("compare", help="compare attention patterns: statistics, scaling, training",
-                       description="Statistics and measured cost of patterns (--stats) and the same classifier "
-                                   "trained under each pattern on ListOps (--train); both when neither is given.")
-    _add_compare(p)
-    p.set_defaults(func=_compare, parser=p)
-    return parser
-
-
-def _add_compare(parser) -> None:
-    parser.add_argument("--stats", action="store_true", help="pattern statistics and the measured cost of one layer")
-    parser.add_argument("--train", action="store_true", help="train the same classifier under each pattern on ListOps")
-    parser.add_argument("--quick", action="store_true", help="small sizes: the whole run in under 2 minutes")
-    parser.add_argument("--patterns", metavar="SPEC,...", help="comma-separated pattern specs (e.g. dense,window:16)")
-    parser.add_argument("--learned-spans", metavar="S,...",
-                        help="--train also trains with a learned span of up to S positions (default: 8w; 'none': no row)")
-    parser.add_argument("--lengths", help="comma-separated lengths n for --stats")
-    parser.add_argument("--max-len", type=int, help="longest ListOps expression for --train (default 512; 128 with --quick)")
-    parser.add_argument("--task", choices=["sparse", "lra"], default="sparse",
-                        help="sparse: flat MAX/MIN whose value rests on ~3 digits anywhere (default); "
-                             "lra: the Long Range Arena's nested distribution (needs far more steps)")
-    parser.add_argument("--steps", type=int, help="training steps per pattern and seed (default 200)")
-    parser.add_argument("--seeds", type=int, help="seeds per pattern (default 2; 1 with --quick)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", default="runs/compare", help="directory for tables and plots")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def _int_list(text: str, name: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise ValueError(f"{name} must be positive integers, got {text!r}")
-    return values
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from graphattn import compare, patterns
-    from graphattn.compare.training import LISTOPS_TASK, LRA_TASK
-    from graphattn.utils.bench import keep_freed_memory
-
-    if not (args.stats or args.train):
-        args.stats = args.train = True
-    for name in ("steps", "seeds", "max_len", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    _set_threads(args.threads)
-    chosen = {spec.strip(): patterns.parse(spec) for spec in args.patterns.split(",")} if args.patterns else None
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    if args.stats:
-        keep_freed_memory()  # process-wide, so here: see graphattn.utils.bench.keep_freed_memory
-        lengths = _int_list(args.lengths, "--lengths") if args.lengths else \
-            ([256, 512, 1024, 2048] if args.quick else [512, 1024, 2048, 4096, 8192, 16384])
-        print(compare.stats_report(chosen or compare.default_stats_patterns(16 if args.quick else 64), lengths,
-                                   out_dir, progress))
-    if args.train:
-        max_len = args.max_len or (128 if args.quick else 512)
-        settings = compare.TrainSettings(steps=args.steps or 200, max_len=max_len, min_len=min(32, max_len),
-                                         num_train=2000 if args.quick else 4000, num_test=300 if args.quick else 500,
-                                         task=dict(LISTOPS_TASK if args.task == "sparse" else LRA_TASK))
-        if args.learned_spans == "none":
-            spans = []
-        elif args.learned_spans:
-            spans = _int_list(args.learned_spans, "--learned-spans")
-        else:
-            spans = [] if chosen else compare.default_learned_spans(max_len)
-        seeds = list(range(args.seeds or (1 if args.quick else 2)))
-        print(compare.train_report(chosen or compare.default_train_patterns(max_len), seeds, settings, out_dir,
-                                   args.task, spans, progress))
-    print(f"\nwrote tables and plots under {out_dir}/")
-    return 0
-
-
-def _set_threads(threads: Optional[int]) -> None:
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-
-
 def _train(args: argparse.Namespace) -> int:
     from graphattn.text.config import TrainConfig
     from graphattn.text.train import train
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    _set_threads(args.threads)
+    set_threads(args.threads)
     result = train(config)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for all
         return 0
@@ -222,7 +116,7 @@ def _load(args: argparse.Namespace):
 
     if args.beam < 1 or (args.max_len is not None and args.max_len < 1):
         raise ValueError(f"--beam and --max-len must be >= 1, got {args.beam} and {args.max_len}")
-    _set_threads(args.threads)
+    set_threads(args.threads)
     model, src_vocab, tgt_vocab, config = load_model(args.checkpoint)
     return model, src_vocab, tgt_vocab, config, args.max_len or config.max_len
 
@@ -255,37 +149,3 @@ def _evaluate(args: argparse.Namespace) -> int:
     scores = evaluate(model, src_vocab, tgt_vocab, pairs, max_len, args.beam)
     print(f"BLEU {scores['bleu']:.2f}  exact match {scores['exact_match']:.2f}%  ({scores['n']} sentences, {what})")
     return 0
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """Print the library's messages (``graphattn.*`` loggers) on stderr, one line each, unless the
-    application configured logging already. For entry points: the CLI and the examples."""
-    logger = logging.getLogger("graphattn")
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(level)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging()
-    if args.command is None:
-        parser.print_help()
-        return 0
-    try:
-        return args.func(args)
-    except (ValueError, OSError) as e:  # bad input: flags, files, checkpoints
-        args.parser.error(str(e))
-    except DistributedError as e:  # another process died or hung
-        print(f"{args.parser.prog}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{args.parser.prog}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,77 @@
+"""``graphattn compare``: attention patterns measured side by side."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from graphattn.cli.common import int_list, set_threads
+
+__all__ = ["register"]
+
+
+def register(sub) -> None:
+    """Add ``compare`` to the ``graphattn`` parser's subparsers."""
+    p = sub.add_parser("compare", help="compare attention patterns: statistics, scaling, training",
+                       description="Statistics and measured cost of patterns (--stats) and the same classifier "
+                                   "trained under each pattern on ListOps (--train); both when neither is given.")
+    _add_compare(p)
+    p.set_defaults(func=_compare, parser=p)
+
+
+def _add_compare(parser) -> None:
+    parser.add_argument("--stats", action="store_true", help="pattern statistics and the measured cost of one layer")
+    parser.add_argument("--train", action="store_true", help="train the same classifier under each pattern on ListOps")
+    parser.add_argument("--quick", action="store_true", help="small sizes: the whole run in under 2 minutes")
+    parser.add_argument("--patterns", metavar="SPEC,...", help="comma-separated pattern specs (e.g. dense,window:16)")
+    parser.add_argument("--learned-spans", metavar="S,...",
+                        help="--train also trains with a learned span of up to S positions (default: 8w; 'none': no row)")
+    parser.add_argument("--lengths", help="comma-separated lengths n for --stats")
+    parser.add_argument("--max-len", type=int, help="longest ListOps expression for --train (default 512; 128 with --quick)")
+    parser.add_argument("--task", choices=["sparse", "lra"], default="sparse",
+                        help="sparse: flat MAX/MIN whose value rests on ~3 digits anywhere (default); "
+                             "lra: the Long Range Arena's nested distribution (needs far more steps)")
+    parser.add_argument("--steps", type=int, help="training steps per pattern and seed (default 200)")
+    parser.add_argument("--seeds", type=int, help="seeds per pattern (default 2; 1 with --quick)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", default="runs/compare", help="directory for tables and plots")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from graphattn import compare, patterns
+    from graphattn.compare.training import LISTOPS_TASK, LRA_TASK
+    from graphattn.utils.bench import keep_freed_memory
+
+    if not (args.stats or args.train):
+        args.stats = args.train = True
+    for name in ("steps", "seeds", "max_len", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    set_threads(args.threads)
+    chosen = {spec.strip(): patterns.parse(spec) for spec in args.patterns.split(",")} if args.patterns else None
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+    if args.stats:
+        keep_freed_memory()  # process-wide, so here: see graphattn.utils.bench.keep_freed_memory
+        lengths = int_list(args.lengths, "--lengths") if args.lengths else \
+            ([256, 512, 1024, 2048] if args.quick else [512, 1024, 2048, 4096, 8192, 16384])
+        print(compare.stats_report(chosen or compare.default_stats_patterns(16 if args.quick else 64), lengths,
+                                   out_dir, progress))
+    if args.train:
+        max_len = args.max_len or (128 if args.quick else 512)
+        settings = compare.TrainSettings(steps=args.steps or 200, max_len=max_len, min_len=min(32, max_len),
+                                         num_train=2000 if args.quick else 4000, num_test=300 if args.quick else 500,
+                                         task=dict(LISTOPS_TASK if args.task == "sparse" else LRA_TASK))
+        if args.learned_spans == "none":
+            spans = []
+        elif args.learned_spans:
+            spans = int_list(args.learned_spans, "--learned-spans")
+        else:
+            spans = [] if chosen else compare.default_learned_spans(max_len)
+        seeds = list(range(args.seeds or (1 if args.quick else 2)))
+        print(compare.train_report(chosen or compare.default_train_patterns(max_len), seeds, settings, out_dir,
+                                   args.task, spans, progress))
+    print(f"\nwrote tables and plots under {out_dir}/")
+    return 0
