@@ -138,4 +138,19 @@ def test_bad_input():
     bad = Seq2Seq(10, 12, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, decoder_pattern=P.window(2))
     with pytest.raises(ValueError, match="causal band"):
         greedy_decode(bad, torch.tensor([3, 4]), torch.tensor([0, 2]))
-    assert greedy_decode(bad, torch.tensor([3, 4]), torch.tensor([0, 2]), use_cache=False, max_len=3)
+    # Without a cache a non-causal decoder still decodes: each step re-reads the whole prefix.
+    bad.eval()
+    src, ptr_src = torch.tensor([3, 4]), torch.tensor([0, 2])
+    decoded = greedy_decode(bad, src, ptr_src, use_cache=False, max_len=3)
+    prefix, score = [bad.bos_id], 0.0
+    with torch.no_grad():
+        memory = bad.encode(src, ptr_src)
+        for _ in range(3):
+            hidden = bad.decode(torch.tensor(prefix), torch.tensor([0, len(prefix)]), memory, ptr_src)
+            log_probs = bad.log_probs(hidden[-1])
+            prefix.append(int(log_probs.argmax()))
+            score += float(log_probs.max())
+            if prefix[-1] == bad.eos_id:
+                break
+    assert decoded.tokens == [prefix[1:]]
+    assert float(decoded.scores[0]) == pytest.approx(score, abs=1e-5)
