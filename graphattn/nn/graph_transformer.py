@@ -7,21 +7,32 @@ and other edge features bias the scores and add a value term on graph edges; on 
 wider pattern that are no edge, a learned per-head bias of the shortest-path-distance bucket
 tells near from far (Graphormer's spatial encoding). ``local_mpnn=True`` adds GraphGPS's local
 message-passing layer beside the attention.
+
+What attention reads of the graph (pattern pairs, hop buckets, which pair is which edge) is
+computed once per graph by ``model.transform`` (a PyG transform), never in ``forward``.
+Virtual nodes (``"...|virtual:K"``) are added to every graph before the first block, carry
+learned states through the blocks, and are removed before the head.
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GINConv, GINEConv, global_add_pool, global_max_pool, global_mean_pool
+from torch_geometric.transforms import BaseTransform, Compose
 
 from graphattn import patterns as P
 from graphattn.nn.attention import GraphMultiheadAttention
 from graphattn.nn.mlp import mlp
-from graphattn.transforms import PE_ATTRS, pattern_edge_attr, shortest_path_buckets
+from graphattn.patterns.virtual import virtual_pairs
+from graphattn.transforms import PE_ATTRS, GraphStructure, positional_encoding_transform
+from graphattn.transforms.structure import gather_edge_attr, pair_edge_ids_of_batch
 from graphattn.utils.batch import graph_layout
 from graphattn.utils.checks import check_choice, check_int
+
+log = logging.getLogger(__name__)
 
 __all__ = ["GraphTransformer", "GraphTransformerLayer", "POOLS", "TASKS"]
 
@@ -130,12 +141,24 @@ class GraphTransformer(nn.Module):
     :class:`GraphTransformerLayer`. In every attention layer the score of a pattern pair
     :math:`j \to i` gets :math:`w_h^\top e_{ij} + b_h[\mathrm{spd}(j, i)]`: the encoded features
     of the graph edge (zero on non-edges, which also add a value term :math:`W_e e_{ij}`) and a
-    learned bias of the shortest-path bucket (self, 1 .. ``max_distance`` hops, unreachable).
+    learned bias of the shortest-path bucket (self, 1 .. ``max_distance`` hops, farther or
+    unreachable, and a bucket of its own for the pairs of virtual nodes).
 
     ``pattern`` is any pattern of :mod:`graphattn.patterns`, as an object or in the one grammar
     (:func:`~graphattn.patterns.parse`): ``"graph"`` (the edges and self loops), ``"khop:2"``
     (nodes within 2 hops), ``"dense"`` (all nodes of the same graph), ``"graph|window:2"``, ...;
-    graph patterns follow each batch's ``edge_index``, position patterns its node order.
+    graph patterns follow each batch's ``edge_index``, position patterns its node order;
+    ``"graph|expander:4:0|virtual:1"`` is BigBird on graphs (Exphormer): the edges, a random
+    4-regular expander, and one virtual node per graph joined both ways to all its nodes, whose
+    state (a learned vector at the input) goes through every block like a node's and is dropped
+    before the head.
+
+    ``model.transform`` is the PyG transform that computes, once per graph, what the pattern
+    needs (:class:`~graphattn.transforms.GraphStructure`, after the positional encoding's
+    transform when ``pe`` is set): apply it to the data set before training
+    (``[model.transform(d) for d in data]``, or as a dataset's ``pre_transform``, or as the
+    ``transform`` of a ``NeighborLoader``). A batch without those fields is computed in
+    ``forward`` with a one-time warning.
     ``local_mpnn=True`` adds GraphGPS's local message passing (GINE on the edges, GIN without
     edge features) beside the attention of every block: ``pattern="dense", local_mpnn=True`` is
     GraphGPS. ``virtual_node=True`` adds a per-graph node state that is added to every node
@@ -157,7 +180,8 @@ class GraphTransformer(nn.Module):
         task (str, optional): ``"node"`` or ``"graph"``. (default: :obj:`"node"`)
         pool (str, optional): ``"mean"``, ``"add"`` or ``"max"`` for graph tasks. (default: :obj:`"mean"`)
         virtual_node (bool, optional): use a virtual node per graph. (default: :obj:`False`)
-        max_distance (int, optional): largest shortest-path bucket of its own. (default: :obj:`8`)
+        max_distance (int, optional): largest shortest-path bucket of its own; the search for
+            hop counts goes this deep, so keep it small on large graphs. (default: :obj:`8`)
         attn_kwargs (dict, optional): more arguments of every attention layer (e.g. ``dropout``,
             ``backend``; ``normalization="sigmoid"`` sums over the keys instead of averaging, so a
             node can count its neighbours, which softmax cannot). (default: :obj:`None`)
@@ -204,16 +228,20 @@ class GraphTransformer(nn.Module):
         self.dropout, self.task, self.pool = float(dropout), task, pool
         self.max_distance = check_int("max_distance", max_distance, 1)
         self.local_mpnn = bool(local_mpnn)
+        self.structure = GraphStructure(self.pattern, self.max_distance, edge_ids=self.edge_dim is not None)
+        self.num_virtual = self.structure.num_virtual
+        self._warned = False
 
         self.node_encoder = nn.Linear(in_channels, hidden_channels)
         self.pe_encoder = nn.Linear(pe_dim, hidden_channels) if pe is not None else None
         self.edge_encoder = nn.Linear(edge_dim, hidden_channels) if edge_dim is not None else None
         self.layers = nn.ModuleList(
             GraphTransformerLayer(hidden_channels, num_heads, dropout, edge_dim=hidden_channels if edge_dim else None,
-                                  num_buckets=self.max_distance + 2, attn_kwargs=attn_kwargs,
+                                  num_buckets=self.max_distance + 2 + (self.num_virtual > 0), attn_kwargs=attn_kwargs,
                                   local=self._local_layer() if local_mpnn else None)
             for _ in range(num_layers)
         )
+        self.virtual_states = nn.Embedding(self.num_virtual, hidden_channels) if self.num_virtual else None
         if virtual_node:
             self.virtual_node = nn.Embedding(1, hidden_channels)
             self.virtual_mlps = nn.ModuleList(mlp(hidden_channels, 2 * hidden_channels, hidden_channels, dropout)
@@ -236,6 +264,8 @@ class GraphTransformer(nn.Module):
                 module.reset_parameters()
         for layer in self.layers:
             layer.reset_parameters()
+        if self.virtual_states is not None:
+            nn.init.normal_(self.virtual_states.weight, std=0.02)
         if self.virtual_node is not None:
             nn.init.zeros_(self.virtual_node.weight)
             for net in self.virtual_mlps:
@@ -266,6 +296,49 @@ class GraphTransformer(nn.Module):
             raise ValueError(f"the model has edge_dim={self.edge_dim}: data.edge_attr [E, {self.edge_dim}] is missing")
         return edge_attr
 
+    @property
+    def transform(self) -> BaseTransform:
+        """The PyG transform that adds what this model reads of each graph (see the class docstring)."""
+        if self.pe is None:
+            return self.structure
+        return Compose([positional_encoding_transform(self.pe, self.pe_dim), self.structure])
+
+    def _fields(self, data) -> dict:
+        """The structure fields of ``data``, computed here (with a one-time warning) if missing."""
+        spec = getattr(data, "pair_spec", None)
+        if spec is None:
+            if not self._warned:
+                log.warning("%s: the data has no precomputed attention pairs, so they are computed in every "
+                            "forward; apply model.transform to the data set once (see GraphTransformer)",
+                            type(self).__name__)
+                self._warned = True
+            return self.structure.structure(data)
+        specs = {spec} if isinstance(spec, str) else set(spec)
+        if specs != {self.structure.spec}:
+            raise ValueError(f"the data's pairs were computed for {sorted(specs)}, the model attends "
+                             f"{self.structure.spec!r}: apply this model's model.transform to the data")
+        if self.edge_encoder is not None and getattr(data, "pair_edge", None) is None:
+            raise ValueError("the model has edge_dim but data.pair_edge is missing: apply model.transform "
+                             "(GraphStructure(edge_ids=True)) to the data")
+        return {"pair_index": data.pair_index, "pair_bucket": data.pair_bucket,
+                "pair_edge": getattr(data, "pair_edge", None)}
+
+    def _pairs(self, data, ptr: Tensor, edge_h: Optional[Tensor]):
+        """``(pairs, pair_attr, buckets)`` on the real nodes, then on the virtual ones too."""
+        fields = self._fields(data)
+        pairs, buckets = fields["pair_index"], fields["pair_bucket"].long()
+        pair_attr = None
+        if edge_h is not None:
+            ids = pair_edge_ids_of_batch(fields["pair_edge"], pairs, data.edge_index, ptr)
+            pair_attr = gather_edge_attr(edge_h, ids)
+        if self.num_virtual:
+            pairs, position = virtual_pairs(ptr, self.num_virtual, pairs)
+            virtual_bucket = self.max_distance + 2
+            buckets = buckets.new_full((pairs.size(1),), virtual_bucket).index_copy_(0, position, buckets)
+            if pair_attr is not None:
+                pair_attr = pair_attr.new_zeros(pairs.size(1), pair_attr.size(1)).index_copy(0, position, pair_attr)
+        return pairs, pair_attr, buckets
+
     def forward(self, data, return_attention_weights: bool = False):
         edge_attr = self._check_data(data)
         edge_index = data.edge_index
@@ -275,21 +348,21 @@ class GraphTransformer(nn.Module):
         if self.pe_encoder is not None:
             h = h + self._positional_encoding(data, batch, num_graphs)
         edge_h = self.edge_encoder(edge_attr.to(h.dtype)) if edge_attr is not None else None
-        pairs = self.pattern.edge_index(ptr, graph=None if self.pattern.position_based else edge_index)
-        pair_attr = pattern_edge_attr(edge_index, edge_h, pairs, num_nodes) if edge_h is not None else None
-        buckets = shortest_path_buckets(edge_index, pairs, ptr, self.max_distance)
+        pairs, pair_attr, buckets = self._pairs(data, ptr, edge_h)
+        if self.virtual_states is not None:  # example b's virtual nodes are rows N + b k .. N + b k + k - 1
+            h = torch.cat([h, self.virtual_states.weight.repeat(num_graphs, 1)])
         vn = self.virtual_node.weight.expand(num_graphs, -1) if self.virtual_node is not None else None
         weights = []
         for i, layer in enumerate(self.layers):
             if vn is not None:
-                h = h + vn[batch]
+                h = torch.cat([h[:num_nodes] + vn[batch], h[num_nodes:]])
             h = layer(h, pairs, pair_attr, buckets, edge_index, edge_h, return_attention_weights=return_attention_weights)
             if return_attention_weights:
                 h, w = h
                 weights.append(w)
             if vn is not None and i < self.num_layers - 1:
-                vn = vn + self.virtual_mlps[i](global_add_pool(h, batch, size=num_graphs) + vn)
-        h = self.norm(h)
+                vn = vn + self.virtual_mlps[i](global_add_pool(h[:num_nodes], batch, size=num_graphs) + vn)
+        h = self.norm(h[:num_nodes])
         if self.task == "graph":
             h = POOLS[self.pool](h, batch, size=num_graphs)
         out = self.head(h)

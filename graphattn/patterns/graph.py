@@ -5,20 +5,22 @@ crossing examples): either the one it was built with (``graph(edge_index)``) or,
 without one (``graph()``, or ``parse("khop:2")``), the one each call passes
 (``pattern.edge_index(ptr, graph=edge_index)``; the attention layer passes its ``edge_index``).
 The second form lets one pattern name serve every batch of a data set.
+
+``khop(k)`` comes from a breadth-first expansion (:func:`~graphattn.patterns.hops.hop_expansion`)
+in time and memory proportional to its pairs, which also yields each pair's hop count.
 """
 from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-import scipy.sparse
 import torch
 from torch import Tensor
 
 from graphattn.patterns.base import Pattern
+from graphattn.patterns.hops import hop_expansion
 from graphattn.utils.batch import Layout
 from graphattn.utils.checks import check_edge_index, check_int
-from graphattn.utils.edges import coalesce_edges, keys_to_edges
+from graphattn.utils.edges import coalesce_edges
 
 __all__ = ["GraphPattern", "graph", "khop"]
 
@@ -56,16 +58,7 @@ class GraphPattern(Pattern):
                 loops = torch.arange(n, device=edge_index.device).expand(2, n)
                 edge_index = torch.cat([edge_index, loops], 1)
             return coalesce_edges(edge_index, n)
-        # k hops: boolean powers of (A + I), A[i, j] = 1 for an edge j -> i.
-        ei = edge_index.cpu().numpy()
-        adj = scipy.sparse.csr_matrix((np.ones(ei.shape[1], dtype=np.int8), (ei[1], ei[0])), shape=(n, n))
-        step = (adj + scipy.sparse.identity(n, dtype=np.int8, format="csr")).astype(bool)
-        reach = step
-        for _ in range(self.k - 1):
-            reach = (reach @ step).astype(bool)
-        reach = reach.tocoo()
-        keys = torch.from_numpy(reach.row.astype(np.int64) * max(n, 1) + reach.col)
-        return keys_to_edges(keys.sort().values.to(query.ptr.device), n)
+        return hop_expansion(edge_index, n, self.k)[0]
 
     def __repr__(self):
         name = "graph" + ("" if self.self_loops else ":0") if self.k == 1 else f"khop:{self.k}"

@@ -9,7 +9,9 @@ r"""The one grammar that names patterns: command lines, configs, tables and ``re
 Names: ``dense``, ``causal``, ``window:W``, ``band:LEFT:RIGHT``, ``dilated:W:DILATION``,
 ``block:SIZE``, ``global:I[:J...]``, ``random:KEYS:SEED``, ``bigbird:WINDOW:GLOBAL:RANDOM:SEED``,
 ``graph`` (the batch's graph, self loops included; ``graph:0`` without them), ``khop:K``,
-``cross`` (dense cross-attention) and ``cross(spec)``. Every pattern prints as the spec
+``expander:DEGREE:SEED`` (random regular expander), ``virtual:K`` (K virtual nodes per example),
+``cross`` (dense cross-attention) and ``cross(spec)``. ``graph|expander:4:0|virtual:1`` is
+BigBird on graphs. Every pattern prints as the spec
 that parses back to it: ``parse(repr(p)) == p`` (patterns bound to one graph print its size).
 """
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Optional
 from graphattn.patterns.bands import Band, block, causal, dense, window
 from graphattn.patterns.base import Pattern
 from graphattn.patterns.cross import cross
+from graphattn.patterns.expander import expander
 from graphattn.patterns.graph import graph, khop
 from graphattn.patterns.sparse import bigbird, dilated, global_tokens, random
+from graphattn.patterns.virtual import virtual_nodes
 
 __all__ = ["parse", "as_pattern", "NAMES"]
 
@@ -49,10 +53,13 @@ NAMES = {
     "bigbird": (bigbird, 4),
     "graph": (_graph, (0, 1)),
     "khop": (khop, 1),
+    "expander": (expander, 2),
+    "virtual": (virtual_nodes, 1),
     "cross": (cross, 0),
 }
 _FORMS = ("dense, causal, window:W, band:LEFT:RIGHT, dilated:W:DILATION, block:SIZE, global:I[:J...], "
-          "random:KEYS:SEED, bigbird:WINDOW:GLOBAL:RANDOM:SEED, graph[:0], khop:K, cross, cross(SPEC)")
+          "random:KEYS:SEED, bigbird:WINDOW:GLOBAL:RANDOM:SEED, graph[:0], khop:K, expander:DEGREE:SEED, "
+          "virtual:K, cross, cross(SPEC)")
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_]\w*(?::[^\s&|()]*)*)|([&|()]))")
 
 

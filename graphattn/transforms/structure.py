@@ -1,19 +1,60 @@
-r"""Graph structure that attention reads besides the pattern's pairs: which pairs are graph edges
-(and their features), and how many hops apart the two ends of a pair are (Graphormer's spatial
-encoding). Computed from the graph alone, so once per graph, never inside a model's ``forward``.
+r"""Graph structure that attention reads, computed once per graph: the pattern's pairs, which graph
+edge each pair is, and how many hops apart its two ends are (Graphormer's spatial encoding).
+
+:class:`GraphStructure` is the PyG transform that stores them on each ``Data``; models expose
+theirs as ``model.transform``, applied once to a data set (``[model.transform(d) for d in data]``
+or a dataset's ``pre_transform``), so that a training step runs no graph search. Its fields batch
+with PyG's ``Batch.from_data_list``: ``pair_index`` ends in ``_index``, so PyG shifts it by each
+graph's node count; ``pair_edge`` is counted from each graph's first edge, and models add the
+graph's edge offset (:func:`pair_edge_ids_of_batch`).
+
+Every search here is a breadth-first expansion in O(pairs) (:mod:`graphattn.patterns.hops`),
+never a dense ``[N, N]`` distance matrix.
 """
 from __future__ import annotations
 
-import numpy as np
-import scipy.sparse
-import scipy.sparse.csgraph
+from typing import Optional, Union
+
 import torch
 from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.transforms import BaseTransform
 
-from graphattn.utils.checks import check_int
-from graphattn.utils.edges import edge_keys, sorted_isin
+from graphattn import patterns as P
+from graphattn.patterns.graph import GraphPattern
+from graphattn.patterns.hops import hop_counts, hop_expansion
+from graphattn.patterns.virtual import split_virtual
+from graphattn.utils.batch import Layout, graph_layout
+from graphattn.utils.checks import check_edge_index, check_int
+from graphattn.utils.edges import coalesce_edges, edge_keys
 
-__all__ = ["pattern_edge_attr", "shortest_path_buckets"]
+__all__ = ["GraphStructure", "PAIR_ATTRS", "pattern_pairs", "pair_edge_ids", "pair_edge_ids_of_batch",
+           "pattern_edge_attr", "shortest_path_buckets"]
+
+#: the fields :class:`GraphStructure` adds to a ``Data``
+PAIR_ATTRS = ("pair_index", "pair_bucket", "pair_edge", "pair_spec")
+
+
+def pair_edge_ids(edge_index: Tensor, pairs: Tensor, num_nodes: int) -> Tensor:
+    r"""The graph edge ``j -> i`` of every pair (its column in ``edge_index``), ``-1`` for none.
+
+    Args:
+        edge_index (LongTensor): the graph's edges :math:`(2, E)`.
+        pairs (LongTensor): pattern pairs :math:`(2, E_p)`.
+        num_nodes (int): nodes of the graph (or batch).
+
+    Returns:
+        LongTensor :math:`(E_p)`; of parallel edges, the first is taken.
+    """
+    out = torch.full((pairs.size(1),), -1, dtype=torch.long, device=pairs.device)
+    if edge_index.size(1) == 0 or pairs.size(1) == 0:
+        return out
+    keys, order = torch.sort(edge_keys(edge_index, num_nodes), stable=True)  # first of parallel edges
+    wanted = edge_keys(pairs, num_nodes)
+    pos = torch.searchsorted(keys, wanted).clamp_(max=keys.numel() - 1)
+    found = keys[pos] == wanted
+    out[found] = order[pos[found]]
+    return out
 
 
 def pattern_edge_attr(edge_index: Tensor, edge_attr: Tensor, pairs: Tensor, num_nodes: int) -> Tensor:
@@ -28,24 +69,24 @@ def pattern_edge_attr(edge_index: Tensor, edge_attr: Tensor, pairs: Tensor, num_
     Returns:
         Tensor :math:`(E_p, F)`. Of parallel edges, one's features are taken.
     """
-    out = edge_attr.new_zeros(pairs.size(1), edge_attr.size(1))
-    if edge_index.size(1) == 0 or pairs.size(1) == 0:
-        return out
-    keys, order = torch.sort(edge_keys(edge_index, num_nodes), stable=True)  # first of parallel edges
-    wanted = edge_keys(pairs, num_nodes)
-    pos = torch.searchsorted(keys, wanted).clamp_(max=keys.numel() - 1)
-    found = keys[pos] == wanted
-    out[found] = edge_attr[order[pos[found]]]
-    return out
+    return gather_edge_attr(edge_attr, pair_edge_ids(edge_index, pairs, num_nodes))
+
+
+def gather_edge_attr(edge_attr: Tensor, edge_ids: Tensor) -> Tensor:
+    """``edge_attr[edge_ids]`` with zero rows where ``edge_ids`` is ``-1``: ``(E_p, F)``."""
+    out = edge_attr.new_zeros(edge_ids.numel(), edge_attr.size(1))
+    found = edge_ids >= 0
+    return out.index_put_((found.nonzero().squeeze(1),), edge_attr[edge_ids[found]])
 
 
 def shortest_path_buckets(edge_index: Tensor, pairs: Tensor, ptr: Tensor, max_distance: int) -> Tensor:
     r"""Graphormer's spatial bucket of each pattern pair: hops from key ``j`` to query ``i``.
 
     Bucket ``0`` is the node itself, ``1 .. max_distance`` the number of hops along
-    ``edge_index`` (clipped to ``max_distance``), ``max_distance + 1`` "unreachable". Self pairs
-    and graph edges need no search; for the other pairs :func:`scipy.sparse.csgraph.shortest_path`
-    runs on each graph that has some (breadth-first, unweighted, directed as ``edge_index``).
+    ``edge_index`` (directed as given), ``max_distance + 1`` "farther, or unreachable". A
+    breadth-first expansion from the pairs' queries (:func:`~graphattn.patterns.hops.hop_counts`)
+    that stops at ``max_distance`` hops: its cost is that of the pairs within ``max_distance``
+    hops of those queries, never a dense distance matrix.
 
     Args:
         edge_index (LongTensor): graph edges :math:`(2, E)`, row 0 source, row 1 target.
@@ -57,37 +98,109 @@ def shortest_path_buckets(edge_index: Tensor, pairs: Tensor, ptr: Tensor, max_di
         LongTensor :math:`(E_p)` with values in ``[0, max_distance + 1]``.
     """
     max_distance = check_int("max_distance", max_distance, 1)
-    unreachable = max_distance + 1
+    return hop_counts(edge_index, pairs, int(ptr[-1]), max_distance)
+
+
+def pattern_pairs(pattern, ptr: Tensor, edge_index: Tensor, max_distance: int,
+                  max_pairs: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    r"""The real pairs of a pattern on a graph batch and their hop buckets (uint8).
+
+    Virtual nodes (:func:`~graphattn.patterns.virtual.split_virtual`) are left out: models add
+    them around their layers. ``khop(k)`` and ``graph`` give their buckets from their own
+    expansion; other patterns search from their queries up to ``max_distance`` hops.
+
+    Returns:
+        ``(pairs (2, E_p), buckets (E_p,))``, buckets in ``[0, max_distance + 1]``.
+    """
+    max_distance = check_int("max_distance", max_distance, 1)
+    rest, _ = split_virtual(P.as_pattern(pattern))
     num_nodes = int(ptr[-1])
-    src, dst = pairs
-    bucket = torch.full((pairs.size(1),), unreachable, dtype=torch.long, device=pairs.device)
-    bucket[src == dst] = 0
-    if edge_index.size(1):
-        is_edge = sorted_isin(edge_keys(pairs, num_nodes), torch.unique(edge_keys(edge_index, num_nodes)))
-        bucket[is_edge & (src != dst)] = 1
-    rest = bucket == unreachable
-    if not bool(rest.any()) or edge_index.size(1) == 0:
-        return bucket
-    # Per graph: scipy's BFS from the keys of the pairs still without a bucket.
-    ptr_np = ptr.cpu().numpy()
-    ei = edge_index.cpu().numpy()
-    graph_of_edge = np.searchsorted(ptr_np, ei[1], side="right") - 1
-    order = np.argsort(graph_of_edge, kind="stable")
-    edge_ptr = np.searchsorted(graph_of_edge[order], np.arange(len(ptr_np)))
-    rest_idx = rest.nonzero().squeeze(1).cpu().numpy()
-    src_np, dst_np = src.cpu().numpy()[rest_idx], dst.cpu().numpy()[rest_idx]
-    graph_of_pair = np.searchsorted(ptr_np, dst_np, side="right") - 1
-    values = np.full(rest_idx.size, unreachable, dtype=np.int64)
-    for b in np.unique(graph_of_pair):
-        lo, n = ptr_np[b], ptr_np[b + 1] - ptr_np[b]
-        local = ei[:, order[edge_ptr[b]:edge_ptr[b + 1]]] - lo
-        if local.shape[1] == 0:
-            continue
-        adj = scipy.sparse.csr_matrix((np.ones(local.shape[1]), (local[0], local[1])), shape=(n, n))
-        mine = np.nonzero(graph_of_pair == b)[0]
-        sources, inverse = np.unique(src_np[mine] - lo, return_inverse=True)
-        dist = scipy.sparse.csgraph.shortest_path(adj, directed=True, unweighted=True, indices=sources)
-        d = dist[inverse, dst_np[mine] - lo]  # [pairs of graph b]
-        values[mine] = np.where(np.isinf(d), unreachable, np.minimum(d, max_distance))
-    bucket[rest] = torch.from_numpy(values).to(bucket.device)
-    return bucket
+    if rest is None:
+        empty = torch.empty(2, 0, dtype=torch.long, device=ptr.device)
+        return empty, torch.empty(0, dtype=torch.uint8, device=ptr.device)
+    if isinstance(rest, GraphPattern):
+        query, _ = rest.layouts(ptr, graph=edge_index)
+        graph = rest.graph_edges(query)
+        if rest.k == 1:
+            pairs = _graph_pairs(graph, num_nodes, rest.self_loops)
+            return pairs, (pairs[0] != pairs[1]).to(torch.uint8)
+        pairs, hops = hop_expansion(graph, num_nodes, rest.k, max_pairs=max_pairs)
+        return pairs, hops.clamp_(max=max_distance + 1)
+    pairs = rest.edge_index(ptr, graph=None if rest.position_based else edge_index)
+    return pairs, hop_counts(edge_index, pairs, num_nodes, max_distance).to(torch.uint8)
+
+
+def _graph_pairs(graph: Tensor, num_nodes: int, self_loops: bool) -> Tensor:
+    if self_loops:
+        loops = torch.arange(num_nodes, device=graph.device).expand(2, num_nodes)
+        graph = torch.cat([graph, loops], 1)
+    return coalesce_edges(graph, num_nodes)
+
+
+def _edge_ptr(layout: Layout, edge_index: Tensor) -> Tensor:
+    """First edge of every example ``[B]``; edges are grouped by example, as in a PyG ``Batch``."""
+    counts = torch.bincount(layout.batch[edge_index[1]], minlength=layout.sizes.numel())
+    return counts.cumsum(0) - counts
+
+
+def pair_edge_ids_of_batch(pair_edge: Tensor, pairs: Tensor, edge_index: Tensor, ptr: Tensor) -> Tensor:
+    """Columns in ``edge_index`` of the pairs' graph edges (``-1``: none), from the per-graph
+    ``pair_edge`` of :class:`GraphStructure` and the batch's edge offsets; checked to join the
+    same two nodes, so a graph whose edges changed after the transform is caught."""
+    layout = Layout.of(ptr)
+    ids = torch.where(pair_edge >= 0, pair_edge + _edge_ptr(layout, edge_index)[layout.batch[pairs[1]]], -1)
+    found = ids >= 0
+    if found.any() and (int(ids.max()) >= edge_index.size(1) or
+                        not torch.equal(edge_index[:, ids[found]], pairs[:, found])):
+        raise ValueError("data.pair_edge does not match data.edge_index: the graph changed after "
+                         "model.transform; apply it again")
+    return ids
+
+
+class GraphStructure(BaseTransform):
+    r"""Adds what attention along ``pattern`` reads of each graph, once, as ``Data`` fields.
+
+    * ``pair_index`` :math:`(2, E_p)`: the pattern's pairs on the real nodes (row 0 key, row 1
+      query, sorted by query then key; PyG shifts it when batching);
+    * ``pair_bucket`` :math:`(E_p)` uint8: hops from key to query, ``max_distance + 1`` beyond;
+    * ``pair_edge`` :math:`(E_p)`: the column of each pair's graph edge counted from the graph's
+      first edge, ``-1`` for non-edges (with ``edge_ids=True``);
+    * ``pair_spec`` (str): what the fields were computed for, so that a model can tell.
+
+    Args:
+        pattern (str or Pattern, optional): the attention pattern. (default: :obj:`"graph"`)
+        max_distance (int, optional): the largest hop count with a bucket of its own.
+            (default: :obj:`8`)
+        edge_ids (bool, optional): also store ``pair_edge``. (default: :obj:`True`)
+        max_pairs (int, optional): refuse patterns with more pairs (``khop``: estimated as the
+            expansion goes, with the memory they would need). (default: :obj:`None`)
+    """
+
+    def __init__(self, pattern: Union[str, P.Pattern] = "graph", max_distance: int = 8, edge_ids: bool = True,
+                 max_pairs: Optional[int] = None):
+        self.pattern = P.as_pattern(pattern)
+        self.max_distance = check_int("max_distance", max_distance, 1)
+        self.edge_ids = bool(edge_ids)
+        self.max_pairs = None if max_pairs is None else check_int("max_pairs", max_pairs, 1)
+        rest, self.num_virtual = split_virtual(self.pattern)
+        self.spec = f"{rest!r};max_distance={self.max_distance}"
+
+    def structure(self, data) -> dict:
+        """The fields for ``data`` (a ``Data`` or ``Batch``), without changing it."""
+        edge_index = check_edge_index(data.edge_index, "data.edge_index")
+        _, ptr = graph_layout(data)
+        pairs, buckets = pattern_pairs(self.pattern, ptr, edge_index, self.max_distance, self.max_pairs)
+        out = {"pair_index": pairs, "pair_bucket": buckets, "pair_spec": self.spec}
+        if self.edge_ids:
+            ids = pair_edge_ids(edge_index, pairs, int(ptr[-1]))
+            layout = Layout.of(ptr)
+            out["pair_edge"] = torch.where(ids >= 0, ids - _edge_ptr(layout, edge_index)[layout.batch[pairs[1]]], -1)
+        return out
+
+    def forward(self, data: Data) -> Data:
+        for key, value in self.structure(data).items():
+            data[key] = value
+        return data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.pattern)!r}, max_distance={self.max_distance})"

@@ -13,7 +13,7 @@ from graphattn.graphs import BASELINES, GNNBaseline, Task, fit, rmse
 from graphattn.nn import GraphTransformer
 from graphattn.transforms import PE_ATTRS, LaplacianPE, pattern_edge_attr, positional_encoding_transform, shortest_path_buckets
 
-PATTERNS = ["graph", "khop:2", "dense", "gps", P.window(1)]
+PATTERNS = ["graph", "khop:2", "dense", "gps", P.window(1), "graph|expander:4:0|virtual:1"]
 IN, EDGE = 5, 3
 
 
@@ -53,7 +53,7 @@ def graphs():
     return [random_graph(n, gen) for n in (6, 1, 9, 4)]
 
 
-@pytest.mark.parametrize("pattern", ["graph", "khop:2", "dense", "gps"])
+@pytest.mark.parametrize("pattern", ["graph", "khop:2", "dense", "gps", "khop:2|virtual:2"])
 @pytest.mark.parametrize("pe", [None, "random_walk"])
 def test_node_task_is_permutation_equivariant(pattern, pe):
     gen = torch.Generator().manual_seed(2)
@@ -65,7 +65,7 @@ def test_node_task_is_permutation_equivariant(pattern, pe):
     torch.testing.assert_close(m(permute(data, perm)), m(data)[perm], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pattern", ["graph", "khop:2", "dense", "gps"])
+@pytest.mark.parametrize("pattern", ["graph", "khop:2", "dense", "gps", "graph|virtual:1"])
 def test_graph_task_is_permutation_invariant(pattern):
     gen = torch.Generator().manual_seed(3)
     data = random_graph(8, gen)
@@ -81,6 +81,50 @@ def test_batch_equals_each_graph_alone(graphs, pattern, task):
     batch = Batch.from_data_list(graphs)
     alone = torch.cat([m(g) for g in graphs])
     torch.testing.assert_close(m(batch), alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids=str)
+def test_model_transform_once_gives_the_same_output_without_a_search_in_forward(graphs, pattern, monkeypatch, caplog):
+    m = model(pattern, task="node", pe="random_walk", pe_dim=3)
+    prepared = Batch.from_data_list([m.transform(g.clone()) for g in graphs])
+    raw = positional_encoding_transform("random_walk", 3)
+    with caplog.at_level("WARNING"):
+        expected = m(Batch.from_data_list([raw(g.clone()) for g in graphs]))
+        m(Batch.from_data_list([raw(g.clone()) for g in graphs]))
+    assert sum("model.transform" in r.message for r in caplog.records) == 1  # warned once
+    import graphattn.transforms.structure as structure
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("forward searched the graph")
+
+    for name in ("hop_counts", "hop_expansion", "pattern_pairs"):
+        monkeypatch.setattr(structure, name, no_search)
+    torch.testing.assert_close(m(prepared), expected)
+
+
+def test_model_refuses_data_prepared_for_another_pattern(graphs):
+    prepared = Batch.from_data_list([model("khop:2").transform(g.clone()) for g in graphs])
+    with pytest.raises(ValueError, match="computed for"):
+        model("graph")(prepared)
+    no_ids = Batch.from_data_list([model("graph", edge_dim=None).transform(g.clone()) for g in graphs])
+    with pytest.raises(ValueError, match="pair_edge"):
+        model("graph")(no_ids)
+
+
+def test_virtual_nodes_reach_across_components_in_two_layers():
+    x = torch.randn(4, IN)
+    data = Data(x=x, edge_index=torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]), edge_attr=torch.randn(4, EDGE))
+    changed = data.clone()
+    changed.x = x.clone()
+    changed.x[3] += 1.0
+    for pattern, sees in (("graph", False), ("graph|virtual:1", True)):
+        m = model(pattern)
+        assert (not torch.allclose(m(data)[0], m(changed)[0])) == sees
+    m = model("graph|virtual:2", edge_dim=None)
+    out, weights = m(Batch.from_data_list([data, data]), return_attention_weights=True)
+    pairs, alpha = weights[0]
+    assert out.shape == (8, 3) and int(pairs.max()) == 8 + 2 * 2 - 1  # 2 graphs x 2 virtual nodes
+    assert m.layers[0].spd_bias.num_embeddings == 8 + 3  # buckets 0..8, beyond, virtual
 
 
 @pytest.mark.parametrize("pattern", ["graph", "dense", "gps"])
@@ -159,12 +203,13 @@ def test_shortest_path_buckets_equal_networkx():
     g.add_nodes_from(range(batch.num_nodes))
     g.add_edges_from(batch.edge_index.t().tolist())
     lengths = dict(nx.all_pairs_shortest_path_length(g))
-    expected = [
-        min(lengths[j][i], max_distance) if i in lengths[j] else max_distance + 1
+    expected = [  # beyond max_distance hops, or unreachable: max_distance + 1
+        lengths[j][i] if lengths[j].get(i, max_distance + 1) <= max_distance else max_distance + 1
         for j, i in pairs.t().tolist()
     ]
     assert buckets.tolist() == expected
     assert set(expected) == {0, 1, 2, 3, 4}  # every bucket occurs, "unreachable" included
+    assert any(j in lengths and i in lengths[j] and lengths[j][i] > max_distance for j, i in pairs.t().tolist())
 
 
 def test_shortest_path_buckets_follow_edge_direction():
