@@ -1,39 +1,23 @@
 r"""GraphMultiheadAttention: one multi-head attention layer for every attention pattern."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import degree
 
-from graphattn.ops import NORMALIZATIONS, CSRLayout, dense_attention, edge_attention, window_attention
-from graphattn.patterns import Band, Cross, Pattern, check_pattern
+from graphattn.nn.pairs import Pairs, as_band, as_edge_index, graph_edges_first, pattern_layout, sorted_edges
+from graphattn.ops import NORMALIZATIONS, CSRLayout, dense_attention, edge_attention, normalize, window_attention
+from graphattn.patterns import Pattern, as_pattern
 from graphattn.utils.batch import layouts
-from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int, check_ptr
-from graphattn.utils.edges import edge_keys
+from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int
 
 __all__ = ["GraphMultiheadAttention", "BACKENDS"]
 
 BACKENDS = ("auto", "edges", "dense", "window")
-
-
-def as_band(pattern: Optional[Pattern]) -> Optional[Band]:
-    """The band a pattern is (cross-attention wraps one), or None."""
-    inner = pattern.pattern if isinstance(pattern, Cross) else pattern
-    return inner if isinstance(inner, Band) else None
-
-
-class _Pairs(NamedTuple):
-    """What one call attends: the backend, the batch layout and, where needed, the edge list."""
-
-    backend: str
-    band: Optional[Band]  # the pattern as a band (dense and window backends)
-    ptr: Optional[Tensor]  # [B + 1] query layout (patterns only)
-    key_ptr: Optional[Tensor]  # [B + 1] key layout
-    edge_index: Optional[Tensor]  # [2, E] sorted by query, then key
-    order: Optional[Tensor]  # [E] caller's edges -> sorted: edge_index = given[:, order]
 
 
 class GraphMultiheadAttention(MessagePassing):
@@ -279,6 +263,7 @@ class GraphMultiheadAttention(MessagePassing):
         num_q = x_query.size(0)
         num_k = key_value[0].size(0) if key_value is not None else x_key.size(0)
         is_self = key_value is None and x_key is x_query
+        edge_index = as_edge_index(edge_index, num_q, num_k)
         if edge_attr is not None and self.lin_edge is None:
             raise ValueError("edge_attr was given but the layer has no edge_dim")
         needs_edges = self.lin_edge_value is not None and edge_attr is not None
@@ -292,7 +277,10 @@ class GraphMultiheadAttention(MessagePassing):
             edge_key = self.lin_edge_key(edge_attr).view(-1, self.num_heads, self.head_dim)
             term = (q[pairs.edge_index[1]] * edge_key).sum(-1) * self.head_dim ** -0.5
             bias = term if bias is None else bias + term
-        out, alpha, has_key = self._attend(q, k, v, pairs, bias, edge_attr, return_attention_weights)
+        if self.explaining:
+            out, alpha, has_key = self._propagate(q, k, v, pairs, bias, edge_attr)
+        else:
+            out, alpha, has_key = self._attend(q, k, v, pairs, bias, edge_attr, return_attention_weights)
         out = self.out_proj(out.reshape(num_q, self.embed_dim))
         out = out * has_key.unsqueeze(-1).to(out.dtype)  # no allowed key, no message: exactly zero
         if not return_attention_weights:
@@ -339,7 +327,7 @@ class GraphMultiheadAttention(MessagePassing):
         if key_value[0].size(0) != key_value[1].size(0):
             raise ValueError(f"key_value keys ({key_value[0].size(0)}) and values ({key_value[1].size(0)}) must have the same rows")
 
-    def _pairs(self, edge_index, pattern, ptr, key_ptr, sizes, is_self, needs_edges, wants_pairs) -> _Pairs:
+    def _pairs(self, edge_index, pattern, ptr, key_ptr, sizes, is_self, needs_edges, wants_pairs) -> Pairs:
         """Check how the pairs were given, choose the backend and build the edge list it needs."""
         num_q, num_k, device = sizes
         if pattern is None and edge_index is None:
@@ -350,35 +338,25 @@ class GraphMultiheadAttention(MessagePassing):
             if ptr is not None or key_ptr is not None:
                 raise ValueError("ptr and key_ptr describe a pattern's layout: give pattern too")
             self.select_backend(None, 0, needs_edges)  # raises if a forced backend cannot run
-            return self._given_edges(edge_index, num_k)
-        check_pattern(pattern, "pattern")
+            if self.explaining:  # messages in the caller's edge order, as the explainer's mask is
+                return Pairs("edges", None, None, None, edge_index, None)
+            return sorted_edges(edge_index, num_k)
+        pattern = as_pattern(pattern)
         if edge_index is not None and pattern.position_based:
             raise ValueError(f"edge_index was given with the position-based pattern {pattern!r}, which reads no "
                              "graph: give the pairs as edge_index, or as a pattern, not both")
-        ptr = check_ptr(torch.tensor([0, num_q]) if ptr is None else ptr, "ptr", num_q).to(device)
-        if key_ptr is None:
-            key_ptr = ptr if is_self else torch.tensor([0, num_k], device=ptr.device)
-        key_ptr = check_ptr(key_ptr, "key_ptr", num_k).to(device)
-        if key_ptr.numel() != ptr.numel():
-            raise ValueError(f"key_ptr must describe as many examples as ptr ({ptr.numel() - 1}), got {key_ptr.numel() - 1}")
-        max_len = int(torch.cat([ptr.diff(), key_ptr.diff()]).max()) if ptr.numel() > 1 else 0
+        ptr, key_ptr, max_len = pattern_layout(ptr, key_ptr, num_q, num_k, is_self, device)
         backend, _ = self.select_backend(pattern, max_len, needs_edges)
-        pattern_edges = None
-        if backend == "edges" or wants_pairs:
+        pattern_edges = order = None
+        if backend == "edges" or wants_pairs or self.explaining:
             pattern_edges = pattern.edge_index(ptr, None if is_self and key_ptr is ptr else key_ptr, graph=edge_index)
+        if self.explaining:
+            order = graph_edges_first(pattern_edges, edge_index, num_k)
+            pattern_edges = pattern_edges if order is None else pattern_edges[:, order]
         band = as_band(pattern) if backend in ("dense", "window") else None
-        return _Pairs(backend, band, ptr, key_ptr, pattern_edges, None)
+        return Pairs(backend, band, ptr, key_ptr, pattern_edges, order)
 
-    def _given_edges(self, edge_index: Tensor, num_k: int) -> _Pairs:
-        # Backends want edges sorted by query then key; keep the caller's order for alpha.
-        keys = edge_keys(edge_index, num_k)
-        order = None
-        if edge_index.size(1) > 1 and bool((keys[1:] < keys[:-1]).any()):
-            order = torch.sort(keys).indices
-            edge_index = edge_index[:, order]
-        return _Pairs("edges", None, None, None, edge_index, order)
-
-    def _edge_terms(self, edge_attr, attn_bias, pairs: _Pairs) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    def _edge_terms(self, edge_attr, attn_bias, pairs: Pairs) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """The score bias ``[E, H]`` and edge features ``[E, edge_dim]``, both in sorted edge order."""
         num_edges = None if pairs.edge_index is None else pairs.edge_index.size(1)
         bias = None
@@ -426,7 +404,7 @@ class GraphMultiheadAttention(MessagePassing):
         shape = (-1, self.num_heads, self.head_dim)
         return F.linear(x_key, w_k, b_k).reshape(shape), F.linear(value, w_v, b_v).reshape(shape)
 
-    def _attend(self, q, k, v, pairs: _Pairs, bias, edge_attr, need_weights) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    def _attend(self, q, k, v, pairs: Pairs, bias, edge_attr, need_weights) -> tuple[Tensor, Optional[Tensor], Tensor]:
         """``(out [N_q, H, D], weights [E, H] or None, has_key [N_q])`` from the chosen backend."""
         dropout_p = self.dropout if self.training else 0.0
         if pairs.backend == "edges":
@@ -444,10 +422,55 @@ class GraphMultiheadAttention(MessagePassing):
             has_key = pairs.key_ptr.diff().repeat_interleave(pairs.ptr.diff(), output_size=q.size(0)) > 0
             return out, alpha, has_key
         band = pairs.band
+        num_edges = None if pairs.edge_index is None else pairs.edge_index.size(1)
         out, alpha = window_attention(q, k, v, pairs.ptr, pairs.key_ptr, band.left, band.right, bias=bias,
-                                      dropout_p=dropout_p, need_weights=need_weights)
-        lo, hi = band.key_ranges(*layouts(pairs.ptr, pairs.key_ptr))
+                                      dropout_p=dropout_p, need_weights=need_weights, num_edges=num_edges)
+        lo, hi = band.key_ranges(*layouts(pairs.ptr, pairs.key_ptr, num_nodes=(q.size(0), k.size(0))))
         return out, alpha, hi > lo
+
+    # ------------------------------------------------------------------------- PyG's explainers
+
+    @property
+    def explaining(self) -> bool:
+        """Whether this call runs through :meth:`propagate`: while a PyG explainer has set an edge
+        mask (``explain=True``, GNNExplainer and friends) or hooks on the messages
+        (``AttentionExplainer``). The messages are then materialised per edge and pass through
+        :meth:`message` and the explain hooks, in the order of the caller's ``edge_index``."""
+        return bool(self._explain) or bool(self._message_forward_hooks) or bool(self._message_forward_pre_hooks)
+
+    def _propagate(self, q, k, v, pairs: Pairs, bias, edge_attr) -> tuple[Tensor, Tensor, Tensor]:
+        """The reference path of message passing: ``[E, H, D]`` messages through :meth:`propagate`."""
+        edge_index = pairs.edge_index
+        src, dst = edge_index
+        scores = (q[dst] * k[src]).sum(-1) * self.head_dim ** -0.5  # [E, H]
+        if bias is not None:
+            scores = scores + bias
+        alpha = normalize(scores, dst, q.size(0), self.normalization)
+        dropped = F.dropout(alpha, self.dropout, self.training)
+        edge_value = None
+        if self.lin_edge_value is not None and edge_attr is not None:
+            edge_value = self.lin_edge_value(edge_attr).view(-1, self.num_heads, self.head_dim)
+        out = self.propagate(edge_index, v=v, alpha=dropped, edge_value=edge_value, size=(k.size(0), q.size(0)))
+        return out, alpha, degree(dst, q.size(0)) > 0
+
+    def message(self, v_j: Tensor, alpha: Tensor, edge_value: Optional[Tensor]) -> Tensor:
+        """The message of edge ``j -> i``: ``alpha_ij (v_j + W_e e_ij)``, ``[E, H, D]``."""
+        return alpha.unsqueeze(-1) * (v_j if edge_value is None else v_j + edge_value)
+
+    def explain_message(self, inputs: Tensor, dim_size: Optional[int]) -> Tensor:
+        """PyG's edge mask on the messages. The caller's edges come first; pairs that a pattern adds
+        beyond them (self loops, k-hop pairs) keep their messages, as PyG does for added self loops."""
+        edge_mask = self._edge_mask
+        if edge_mask is None:
+            raise ValueError("Could not find a pre-defined 'edge_mask' to explain. Did you forget to initialize it?")
+        if self._apply_sigmoid:
+            edge_mask = edge_mask.sigmoid()
+        extra = inputs.size(0) - edge_mask.size(0)
+        if extra < 0:
+            raise ValueError(f"the edge mask has {edge_mask.size(0)} entries but the layer attends "
+                             f"{inputs.size(0)} pairs: explain a model with the edge_index it attends")
+        edge_mask = torch.cat([edge_mask, edge_mask.new_ones(extra)])
+        return inputs * edge_mask.view(-1, *([1] * (inputs.dim() - 1)))
 
     def __repr__(self) -> str:
         extra = f", edge_dim={self.edge_dim}" if self.edge_dim else ""

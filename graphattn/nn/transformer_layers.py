@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from graphattn import patterns as P
 from graphattn.nn.attention import GraphMultiheadAttention
+from graphattn.utils.checks import eager_only
 
 __all__ = ["TransformerEncoderLayer", "TransformerDecoderLayer", "stack_edges"]
 
@@ -32,7 +33,8 @@ def stack_edges(attn: GraphMultiheadAttention, pattern: P.Pattern, ptr: Tensor, 
     """The pattern's edges when ``attn`` runs on the edges backend, built once for a stack of
     layers; None when its backend (dense, window) needs none."""
     lengths = ptr.diff() if key_ptr is None else torch.cat([ptr.diff(), key_ptr.diff()])
-    max_len = int(lengths.max()) if lengths.numel() else 0
+    # Traced code reads no lengths: a band then keeps its own backend, whatever the lengths.
+    max_len = int(lengths.max()) if lengths.numel() and eager_only() else 0
     if attn.select_backend(pattern, max_len)[0] != "edges":
         return None
     return pattern.edge_index(ptr, key_ptr if pattern.bipartite else None)

@@ -10,7 +10,7 @@ order. Dropout applies whenever ``dropout_p > 0`` (callers pass 0 in evaluation,
 * :func:`window_attention` (``window.py``): finite bands, blocked and recomputing in backward.
 """
 from graphattn.ops.dense import dense_attention
-from graphattn.ops.edges import NORMALIZATIONS, CSRLayout, edge_attention
+from graphattn.ops.edges import NORMALIZATIONS, CSRLayout, edge_attention, normalize
 from graphattn.ops.window import window_attention
 
-__all__ = ["dense_attention", "edge_attention", "window_attention", "CSRLayout", "NORMALIZATIONS"]
+__all__ = ["dense_attention", "edge_attention", "window_attention", "normalize", "CSRLayout", "NORMALIZATIONS"]

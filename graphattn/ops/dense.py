@@ -8,12 +8,15 @@ device has them; examples of equal length need no padding and no mask at all.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from graphattn.utils.checks import eager_only
 
 __all__ = ["dense_attention"]
 
@@ -87,13 +90,26 @@ def dense_attention(
     Returns:
         ``(out [Nq, H, Dv], weights [E, H] or None)``.
     """
-    num_heads, head_dim = query.size(1), query.size(2)
-    scale = head_dim**-0.5 if scale is None else scale
+    scale = query.size(2) ** -0.5 if scale is None else scale
+    one = ptr.numel() == 2 and key_ptr.numel() == 2
+    if not eager_only() and not (one and bias is None and not need_weights):
+        # Traced (torch.compile, torch.export): the value-dependent padding runs inside an operator.
+        seed = torch.randint(0, 2**62, (), device="cpu") if dropout_p > 0 else torch.zeros((), dtype=torch.long)
+        num_edges = edge_index.size(1) if edge_index is not None else 0
+        out, weights = dense_forward(query, key, value, ptr, key_ptr, causal, float(scale), bias, edge_index,
+                                     float(dropout_p), seed, need_weights, num_edges)
+        return out, weights if need_weights else None
+    return _dense(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights)
+
+
+def _dense(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights):
+    num_heads = query.size(1)
     if query.size(0) == 0 or key.size(0) == 0:
         weights = query.new_zeros(0 if edge_index is None else edge_index.size(1), num_heads) if need_weights else None
         return query.new_zeros(query.size(0), num_heads, value.size(-1)), weights
     q_sizes, k_sizes = ptr.diff(), key_ptr.diff()
-    n_q, n_k = _lengths_uniform(q_sizes), _lengths_uniform(k_sizes)
+    one = ptr.numel() == 2 and key_ptr.numel() == 2  # one example: uniform without reading ptr
+    n_q, n_k = (query.size(0), key.size(0)) if one else (_lengths_uniform(q_sizes), _lengths_uniform(k_sizes))
     if n_q is not None and n_k is not None and bias is None and not need_weights:
         # Equal lengths: the flat batch is already a padded batch, as a view.
         shape = (q_sizes.numel(), -1, num_heads)
@@ -126,3 +142,86 @@ def _padded_attention(query, key, value, ptr, key_ptr, causal, scale, bias, edge
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
     return out.transpose(1, 2)[at_q.batch, at_q.pos], weights  # [Nq, H, Dv]
+
+
+# For traced code, the same computation as a pair of custom operators (torch.library): the
+# padding's sizes depend on the values of ptr, which torch.compile and torch.export need not see.
+# The backward recomputes the forward (dropout masks come back from the same seed) and takes
+# its gradients with autograd; eager code keeps autograd's own saved tensors instead.
+
+
+def _seeded(query: Tensor, seed: Tensor, dropout_p: float):
+    if dropout_p <= 0:
+        return contextlib.nullcontext()
+    devices = [query.device.index or 0] if query.device.type == "cuda" else []
+    return _fork_and_seed(devices, int(seed))
+
+
+@contextlib.contextmanager
+def _fork_and_seed(devices, seed: int):
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.library.custom_op("graphattn::dense_forward", mutates_args=())
+def dense_forward(query: Tensor, key: Tensor, value: Tensor, ptr: Tensor, key_ptr: Tensor, causal: bool, scale: float,
+                  bias: Optional[Tensor], edge_index: Optional[Tensor], dropout_p: float, seed: Tensor,
+                  need_weights: bool, num_edges: int) -> tuple[Tensor, Tensor]:
+    """``(out [N_q, H, D_v], weights [E, H] or [0, H])`` of :func:`dense_attention`."""
+    with _seeded(query, seed, dropout_p):
+        out, weights = _dense(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights)
+    return out.contiguous(), weights if weights is not None else query.new_zeros(0, query.size(1))
+
+
+@dense_forward.register_fake
+def _(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, seed, need_weights, num_edges):
+    rows = num_edges if need_weights else 0
+    return query.new_empty(query.size(0), query.size(1), value.size(2)), query.new_empty(rows, query.size(1))
+
+
+@torch.library.custom_op("graphattn::dense_backward", mutates_args=())
+def dense_backward(grad_out: Tensor, grad_weights: Optional[Tensor], query: Tensor, key: Tensor, value: Tensor,
+                   ptr: Tensor, key_ptr: Tensor, causal: bool, scale: float, bias: Optional[Tensor],
+                   edge_index: Optional[Tensor], dropout_p: float,
+                   seed: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(query, key, value, bias or [0, H])`` of :func:`dense_forward`, by recomputation."""
+    # torch.func.vjp, not torch.autograd: inside an operator's kernel autograd records nothing.
+    inputs = (query, key, value) + ((bias,) if bias is not None else ())
+    need_weights = grad_weights is not None
+
+    def forward(q, k, v, *maybe_bias):
+        with _seeded(query, seed, dropout_p):
+            out, weights = _dense(q, k, v, ptr, key_ptr, causal, scale, maybe_bias[0] if maybe_bias else None,
+                                  edge_index, dropout_p, need_weights)
+        return (out, weights) if need_weights else (out,)
+
+    _, vjp = torch.func.vjp(forward, *inputs)
+    grads = vjp((grad_out, grad_weights) if need_weights else (grad_out,))
+    grad_bias = grads[3] if bias is not None else query.new_zeros(0, query.size(1))
+    return grads[0], grads[1], grads[2], grad_bias
+
+
+@dense_backward.register_fake
+def _(grad_out, grad_weights, query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, seed):
+    grad_bias = query.new_empty(0, query.size(1)) if bias is None else torch.empty_like(bias)
+    return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), grad_bias
+
+
+def _dense_setup_context(ctx, inputs, output) -> None:
+    query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, seed, need_weights, _ = inputs
+    ctx.save_for_backward(query, key, value, ptr, key_ptr, bias, edge_index, seed)
+    ctx.args = (causal, scale, dropout_p, need_weights)
+
+
+def _dense_autograd(ctx, grad_out, grad_weights):
+    query, key, value, ptr, key_ptr, bias, edge_index, seed = ctx.saved_tensors
+    causal, scale, dropout_p, need_weights = ctx.args
+    grad_q, grad_k, grad_v, grad_bias = dense_backward(
+        grad_out, grad_weights if need_weights else None, query, key, value, ptr, key_ptr, causal, scale, bias,
+        edge_index, dropout_p, seed)
+    return (grad_q, grad_k, grad_v, None, None, None, None, grad_bias if bias is not None else None,
+            None, None, None, None, None)
+
+
+dense_forward.register_autograd(_dense_autograd, setup_context=_dense_setup_context)

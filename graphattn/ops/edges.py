@@ -3,8 +3,9 @@ r"""Edge-wise multi-head attention on any pattern, without ``[E, heads, head_dim
 The scores of the allowed (query, key) pairs are a sampled dense-dense product (SDDMM) and the
 aggregation is a sparse-dense product (SpMM), both on the CSR form of the pattern. torch has
 both kernels (``torch.sparse.sampled_addmm``, CSR ``@`` dense) but autograd through torch.sparse
-densifies its gradients, so two small ``autograd.Function``\ s give each a backward made of the
-same two kernels. What autograd stores is then ``[E, heads]`` (scores and weights), never a
+densifies its gradients, so two custom operators (``graphattn::edge_scores``,
+``graphattn::edge_aggregate``) give each a backward made of the same two kernels, and let
+``torch.compile`` and ``torch.export`` treat them as opaque operators of known output shape. What autograd stores is then ``[E, heads]`` (scores and weights), never a
 per-edge message of ``head_dim`` channels as a gather/scatter implementation does.
 """
 from __future__ import annotations
@@ -15,16 +16,19 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.index import index2ptr
-from torch_geometric.utils import softmax
+from torch_geometric.utils import degree, softmax
 
-__all__ = ["NORMALIZATIONS", "CSRLayout", "SDDMM", "SpMM", "normalize", "edge_attention"]
+__all__ = ["NORMALIZATIONS", "CSRLayout", "edge_scores", "edge_aggregate", "normalize", "edge_attention"]
 
 NORMALIZATIONS = ("softmax", "relu", "sigmoid")
 
 
 class CSRLayout(NamedTuple):
-    """The CSR form of ``edge_index`` (sorted by query, then key) and of its transpose."""
+    """The CSR form of ``edge_index`` (sorted by query, then key) and of its transpose.
+
+    Built with shape-static tensor ops only (a sort and two ``index2ptr``), so it traces under
+    ``torch.compile`` and ``torch.export``; the kernels below take its tensors.
+    """
 
     rowptr: Tensor  # [Nq + 1] CSR offsets over queries
     col: Tensor  # [E] key of each edge
@@ -32,27 +36,38 @@ class CSRLayout(NamedTuple):
     colptr: Tensor  # [Nk + 1] CSR offsets of the transpose (over keys)
     perm: Tensor  # [E] edge order of the transpose (sorted by key, then query)
     row_t: Tensor  # [E] row[perm]: the query of each edge of the transpose
-    num_queries: int
-    num_keys: int
 
     @staticmethod
     def build(edge_index: Tensor, num_queries: int, num_keys: int) -> "CSRLayout":
         src, dst = edge_index
-        rowptr = index2ptr(dst, num_queries)
-        perm = torch.sort(src * max(num_queries, 1) + dst).indices
-        colptr = index2ptr(src[perm], num_keys)
-        return CSRLayout(rowptr, src, dst, colptr, perm, dst[perm], num_queries, num_keys)
+        rowptr = _offsets(dst, num_queries)
+        perm = torch.sort(src * num_queries + dst).indices
+        colptr = _offsets(src[perm], num_keys)
+        return CSRLayout(rowptr, src, dst, colptr, perm, dst[perm])
 
-    def matrix(self, values: Tensor, transpose: bool = False) -> Tensor:
-        """A CSR matrix ``[Nq, Nk]`` (or ``[Nk, Nq]``) with one value an edge; for the
-        transpose, ``values`` must already be in the transpose's edge order (``values[perm]``)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            if transpose:
-                return torch.sparse_csr_tensor(self.colptr, self.row_t, values, (self.num_keys, self.num_queries))
-            return torch.sparse_csr_tensor(
-                self.rowptr, self.col, values, (self.num_queries, self.num_keys)
-            )
+    @property
+    def num_queries(self) -> int:
+        return self.rowptr.numel() - 1
+
+    @property
+    def num_keys(self) -> int:
+        return self.colptr.numel() - 1
+
+
+def _offsets(sorted_index: Tensor, size: int) -> Tensor:
+    """CSR offsets ``[size + 1]`` of a sorted index. A search rather than torch's COO-to-CSR
+    conversion, whose shape function pins ``size`` to a constant under ``torch.export``."""
+    return torch.searchsorted(sorted_index, torch.arange(size + 1, device=sorted_index.device))
+
+
+def _csr(layout: CSRLayout, values: Tensor, transpose: bool) -> Tensor:
+    """A CSR matrix ``[Nq, Nk]`` (or ``[Nk, Nq]``) with one value an edge; for the transpose,
+    ``values`` must already be in the transpose's edge order (``values[perm]``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        if transpose:
+            return torch.sparse_csr_tensor(layout.colptr, layout.row_t, values, (layout.num_keys, layout.num_queries))
+        return torch.sparse_csr_tensor(layout.rowptr, layout.col, values, (layout.num_queries, layout.num_keys))
 
 
 def _spmm(layout: CSRLayout, values: Tensor, dense: Tensor, transpose: bool = False) -> Tensor:
@@ -65,7 +80,7 @@ def _spmm(layout: CSRLayout, values: Tensor, dense: Tensor, transpose: bool = Fa
     # Head-major copies made once: slicing a head out of [E, H] would read all of it per head,
     # which costs the most once E * H no longer fits in the cache.
     values, dense = values.t().contiguous(), dense.transpose(0, 1).contiguous()
-    heads = [layout.matrix(values[h], transpose) @ dense[h] for h in range(dense.size(0))]
+    heads = [_csr(layout, values[h], transpose) @ dense[h] for h in range(dense.size(0))]
     return torch.stack(heads, dim=1)
 
 
@@ -82,57 +97,77 @@ def _sddmm(layout: CSRLayout, left: Tensor, right: Tensor) -> Tensor:
             left.new_zeros(heads, num_edges),
             (heads, layout.num_queries, layout.num_keys),
         )
-        out = torch.sparse.sampled_addmm(
-            pattern, left.transpose(0, 1).contiguous(), right.permute(1, 2, 0).contiguous()
-        )
-    return out.values().t()  # [E, H]
+        out = torch.sparse.sampled_addmm(pattern, left.transpose(0, 1).contiguous(), right.permute(1, 2, 0).contiguous())
+    return out.values().t().contiguous()  # [E, H]
 
 
-class SDDMM(torch.autograd.Function):
-    """scores[e, h] = <query[i_e, h], key[j_e, h]>."""
-
-    @staticmethod
-    def forward(ctx, query: Tensor, key: Tensor, layout: CSRLayout) -> Tensor:
-        ctx.save_for_backward(query, key)
-        ctx.layout = layout
-        return _sddmm(layout, query, key)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        query, key = ctx.saved_tensors
-        layout = ctx.layout
-        grad = grad.contiguous()
-        grad_query = _spmm(layout, grad, key) if ctx.needs_input_grad[0] else None
-        grad_key = _spmm(layout, grad, query, transpose=True) if ctx.needs_input_grad[1] else None
-        return grad_query, grad_key, None
+# The two kernels are custom operators (torch.library) rather than autograd.Functions: their
+# sparse CSR internals are opaque to torch.compile and torch.export, which only need the output
+# shapes (register_fake) and the backward, itself made of the same two operators.
 
 
-class SpMM(torch.autograd.Function):
-    """out[i, h] = sum over edges (j, i) of weight[e, h] * value[j, h]."""
-
-    @staticmethod
-    def forward(ctx, weight: Tensor, value: Tensor, layout: CSRLayout) -> Tensor:
-        ctx.save_for_backward(weight, value)
-        ctx.layout = layout
-        return _spmm(layout, weight, value)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        weight, value = ctx.saved_tensors
-        layout = ctx.layout
-        grad = grad.contiguous()
-        grad_weight = _sddmm(layout, grad, value) if ctx.needs_input_grad[0] else None
-        grad_value = _spmm(layout, weight, grad, transpose=True) if ctx.needs_input_grad[1] else None
-        return grad_weight, grad_value, None
+@torch.library.custom_op("graphattn::edge_scores", mutates_args=())
+def edge_scores(rowptr: Tensor, col: Tensor, row: Tensor, colptr: Tensor, perm: Tensor, row_t: Tensor,
+                query: Tensor, key: Tensor) -> Tensor:
+    """SDDMM: ``scores[e, h] = <query[i_e, h], key[j_e, h]>`` for the edges ``(j_e, i_e)``: ``[E, H]``."""
+    return _sddmm(CSRLayout(rowptr, col, row, colptr, perm, row_t), query, key)
 
 
-def normalize(scores: Tensor, layout: CSRLayout, normalization: str) -> Tensor:
-    """Attention weights ``[E, H]`` from scores, over the incoming edges of each query."""
+@edge_scores.register_fake
+def _(rowptr, col, row, colptr, perm, row_t, query, key):
+    return query.new_empty(col.numel(), query.size(1))
+
+
+@torch.library.custom_op("graphattn::edge_aggregate", mutates_args=())
+def edge_aggregate(rowptr: Tensor, col: Tensor, row: Tensor, colptr: Tensor, perm: Tensor, row_t: Tensor,
+                   weight: Tensor, value: Tensor, transpose: bool) -> Tensor:
+    """SpMM: ``out[i, h] = sum_{e: i_e = i} weight[e, h] value[j_e, h]``: ``[N_q, H, D]``; with
+    ``transpose`` the other way round, ``out[j] = sum_{e: j_e = j} weight[e] value[i_e]``: ``[N_k, H, D]``."""
+    return _spmm(CSRLayout(rowptr, col, row, colptr, perm, row_t), weight, value, transpose)
+
+
+@edge_aggregate.register_fake
+def _(rowptr, col, row, colptr, perm, row_t, weight, value, transpose):
+    num_rows = (colptr if transpose else rowptr).numel() - 1
+    return value.new_empty(num_rows, value.size(1), value.size(2))
+
+
+def _save_csr(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs[:8])
+    ctx.transpose = inputs[8] if len(inputs) > 8 else False
+
+
+def _edge_scores_backward(ctx, grad):
+    *csr, query, key = ctx.saved_tensors
+    grad = grad.contiguous()
+    grad_query = edge_aggregate(*csr, grad, key, False) if ctx.needs_input_grad[6] else None
+    grad_key = edge_aggregate(*csr, grad, query, True) if ctx.needs_input_grad[7] else None
+    return None, None, None, None, None, None, grad_query, grad_key
+
+
+def _edge_aggregate_backward(ctx, grad):
+    *csr, weight, value = ctx.saved_tensors
+    grad = grad.contiguous()
+    grad_weight = grad_value = None
+    if ctx.needs_input_grad[6]:  # <grad[i_e], value[j_e]>, or with the roles of i and j swapped
+        grad_weight = edge_scores(*csr, value, grad) if ctx.transpose else edge_scores(*csr, grad, value)
+    if ctx.needs_input_grad[7]:
+        grad_value = edge_aggregate(*csr, weight, grad, not ctx.transpose)
+    return None, None, None, None, None, None, grad_weight, grad_value, None
+
+
+edge_scores.register_autograd(_edge_scores_backward, setup_context=_save_csr)
+edge_aggregate.register_autograd(_edge_aggregate_backward, setup_context=_save_csr)
+
+
+def normalize(scores: Tensor, index: Tensor, num_queries: int, normalization: str) -> Tensor:
+    """Attention weights ``[E, H]`` from scores ``[E, H]`` over the incoming edges of each query
+    (``index [E]``: the query of each edge, in any order)."""
     if normalization == "softmax":
-        return softmax(scores, layout.row, num_nodes=layout.num_queries)
+        return softmax(scores, index, num_nodes=num_queries)
     if normalization == "relu":
-        num_keys = layout.rowptr.diff().clamp(min=1).to(scores.dtype)
-        return F.relu(scores) / num_keys[layout.row].unsqueeze(-1)
+        num_keys = degree(index, num_queries, dtype=scores.dtype).clamp(min=1)
+        return F.relu(scores) / num_keys[index].unsqueeze(-1)
     if normalization == "sigmoid":
         return torch.sigmoid(scores)
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
@@ -189,12 +224,12 @@ def edge_attention(
         layout = CSRLayout.build(edge_index, num_queries, num_keys)
     if scale is None:
         scale = query.size(-1) ** -0.5
-    scores = SDDMM.apply(query * scale, key, layout)  # [E, H]
+    scores = edge_scores(*layout, query * scale, key)  # [E, H]
     if bias is not None:
         scores = scores + bias
-    weights = normalize(scores, layout, normalization)
+    weights = normalize(scores, layout.row, layout.num_queries, normalization)
     dropped = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-    out = SpMM.apply(dropped, value, layout)  # [Nq, H, Dv]
+    out = edge_aggregate(*layout, dropped, value, False)  # [Nq, H, Dv]
     if edge_value is not None:
         # The value term is per edge by nature, so here an [E, H, Dv] tensor is unavoidable.
         out = out.index_add(0, layout.row, dropped.unsqueeze(-1) * edge_value)

@@ -10,12 +10,13 @@ example). Block ``j`` reads one contiguous window of ``win <= c + left + right``
 example starting at ``j * c - left``, so one batched matmul gives its scores ``(H, c, win)``,
 and a boolean band mask (True = may attend) removes the pairs outside the band or the example.
 
-A custom autograd function runs this over groups of blocks (about a million scores each) and
-its backward recomputes each group's scores instead of keeping them, as FlashAttention does.
+A custom operator runs this over groups of blocks (about a million scores each) and its
+backward, a second operator, recomputes each group's scores instead of keeping them, as
+FlashAttention does.
 Plain autograd through the same ops kept about eight score-sized tensors per call plus copies
 of q, k and v; on CPU the page faults of those fresh allocations alone made long sequences
-scale worse than linearly. Kept for backward: the inputs, the bool mask ``[n, win]`` and, with
-dropout, the bool keep mask ``[H, n, win]``.
+scale worse than linearly. Kept for backward: the inputs and, with dropout, the seed of the keep
+mask, which the backward draws again.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from graphattn.utils.checks import check_int, check_ptr
+from graphattn.utils.checks import check_int, check_ptr, eager_only
 
 __all__ = ["window_attention"]
 
@@ -120,68 +121,143 @@ def _probs(query, key, bias, plan, scale, group):
     return q, k, torch.softmax(scores, dim=-1)
 
 
-class _BandedAttention(torch.autograd.Function):
+def _forward(query, key, value, bias, plan: _Plan, scale: float, keep: Optional[Tensor], dropout_p: float,
+             need_weights: bool) -> tuple[Tensor, Tensor]:
     """Group by group: out = dropout(softmax(q k^T + bias)) v; alpha = softmax at the edges."""
+    heads, dim_v = value.shape[1:]
+    c, win = plan.blocked.shape[1:]
+    out = value.new_zeros(query.size(0), heads, dim_v)
+    alpha = value.new_empty(plan.edges.numel() if need_weights else 0, heads)
+    for group in plan.groups:
+        lo, hi, q_lo, q_hi, e_lo, e_hi = group
+        p = _probs(query, key, bias, plan, scale, group)[2]
+        if need_weights:
+            alpha[e_lo:e_hi] = p.view(heads, -1)[:, plan.edges[e_lo:e_hi] - lo * c * win].t()
+        if keep is not None:
+            p = p * keep[:, lo:hi] * _keep_scale(dropout_p)
+        v = _gather(value, plan.key_idx[lo:hi].reshape(-1), win)
+        rows = _to_rows(torch.matmul(p, v))  # (g * c, H, Dv)
+        out[q_lo:q_hi] = rows.index_select(0, plan.query_row[q_lo:q_hi] - lo * c)
+    out.masked_fill_(~plan.query_has_key.view(-1, 1, 1), 0.0)
+    return out, alpha
 
-    @staticmethod
-    def forward(ctx, query, key, value, bias, plan, scale, dropout_p, need_weights):
-        heads, dim_v = value.shape[1:]
-        c, win = plan.blocked.shape[1:]
-        out = value.new_zeros(query.size(0), heads, dim_v)
-        alpha = value.new_empty(plan.edges.numel(), heads) if need_weights else None
-        keep = None
-        if dropout_p > 0.0:
-            keep = torch.empty(heads, *plan.blocked.shape, dtype=torch.bool, device=value.device)
-        for group in plan.groups:
-            lo, hi, q_lo, q_hi, e_lo, e_hi = group
-            p = _probs(query, key, bias, plan, scale, group)[2]
-            if need_weights:
-                alpha[e_lo:e_hi] = p.view(heads, -1)[:, plan.edges[e_lo:e_hi] - lo * c * win].t()
-            if keep is not None:
-                keep[:, lo:hi] = torch.rand_like(p) >= dropout_p
-                p = p * keep[:, lo:hi] * _keep_scale(dropout_p)
-            v = _gather(value, plan.key_idx[lo:hi].reshape(-1), win)
-            rows = _to_rows(torch.matmul(p, v))  # (g * c, H, Dv)
-            out[q_lo:q_hi] = rows.index_select(0, plan.query_row[q_lo:q_hi] - lo * c)
-        out.masked_fill_(~plan.query_has_key.view(-1, 1, 1), 0.0)
-        ctx.save_for_backward(query, key, value, bias, keep)
-        ctx.plan, ctx.scale, ctx.dropout_p = plan, scale, dropout_p
-        ctx.set_materialize_grads(False)
-        return out if alpha is None else (out, alpha)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out, grad_alpha=None):
-        query, key, value, bias, keep = ctx.saved_tensors
-        plan, scale = ctx.plan, ctx.scale
-        heads, dim_v = value.shape[1:]
-        c, win = plan.blocked.shape[1:]
-        grad_q, grad_k, grad_v = (torch.zeros_like(x) for x in (query, key, value))
-        grad_bias = None if bias is None else torch.zeros_like(bias)
-        for group in plan.groups:
-            lo, hi, q_lo, q_hi, e_lo, e_hi = group
-            idx = plan.key_idx[lo:hi].reshape(-1)
-            q, k, p = _probs(query, key, bias, plan, scale, group)
-            d_out = value.new_zeros((hi - lo) * c, heads, dim_v)
-            if grad_out is not None:  # queries without keys output a constant zero
-                has_key = plan.query_has_key[q_lo:q_hi].view(-1, 1, 1)
-                d_out[plan.query_row[q_lo:q_hi] - lo * c] = grad_out[q_lo:q_hi] * has_key
-            d_out = d_out.view(hi - lo, c, heads, dim_v).permute(2, 0, 1, 3)  # (H, g, c, Dv)
-            p_used = p if keep is None else p * keep[:, lo:hi] * _keep_scale(ctx.dropout_p)
-            grad_v.index_add_(0, idx, _to_rows(torch.matmul(p_used.transpose(-1, -2), d_out)))
-            d_p = torch.matmul(d_out, _gather(value, idx, win).transpose(-1, -2))  # (H, g, c, win)
-            if keep is not None:
-                d_p *= keep[:, lo:hi] * _keep_scale(ctx.dropout_p)
-            local = None if plan.edges is None else plan.edges[e_lo:e_hi] - lo * c * win
-            if grad_alpha is not None:
-                d_p.view(heads, -1)[:, local] += grad_alpha[e_lo:e_hi].t()
-            d_s = p * (d_p - (p * d_p).sum(-1, keepdim=True))  # softmax backward
-            if grad_bias is not None:
-                grad_bias[e_lo:e_hi] = d_s.view(heads, -1)[:, local].t()
-            d_q = _to_rows(torch.matmul(d_s, k)).mul_(scale)  # (g * c, H, D)
-            grad_q[q_lo:q_hi] = d_q.index_select(0, plan.query_row[q_lo:q_hi] - lo * c)
-            grad_k.index_add_(0, idx, _to_rows(torch.matmul(d_s.transpose(-1, -2), q)))
-        return grad_q, grad_k, grad_v, grad_bias, None, None, None, None
+def _backward(grad_out, grad_alpha, query, key, value, bias, plan: _Plan, scale: float, keep: Optional[Tensor],
+              dropout_p: float):
+    """Gradients of :func:`_forward`, recomputing each group's probabilities instead of keeping them."""
+    heads, dim_v = value.shape[1:]
+    c, win = plan.blocked.shape[1:]
+    grad_q, grad_k, grad_v = (torch.zeros_like(x) for x in (query, key, value))
+    grad_bias = None if bias is None else torch.zeros_like(bias)
+    for group in plan.groups:
+        lo, hi, q_lo, q_hi, e_lo, e_hi = group
+        idx = plan.key_idx[lo:hi].reshape(-1)
+        q, k, p = _probs(query, key, bias, plan, scale, group)
+        d_out = value.new_zeros((hi - lo) * c, heads, dim_v)
+        if grad_out is not None:  # queries without keys output a constant zero
+            has_key = plan.query_has_key[q_lo:q_hi].view(-1, 1, 1)
+            d_out[plan.query_row[q_lo:q_hi] - lo * c] = grad_out[q_lo:q_hi] * has_key
+        d_out = d_out.view(hi - lo, c, heads, dim_v).permute(2, 0, 1, 3)  # (H, g, c, Dv)
+        p_used = p if keep is None else p * keep[:, lo:hi] * _keep_scale(dropout_p)
+        grad_v.index_add_(0, idx, _to_rows(torch.matmul(p_used.transpose(-1, -2), d_out)))
+        d_p = torch.matmul(d_out, _gather(value, idx, win).transpose(-1, -2))  # (H, g, c, win)
+        if keep is not None:
+            d_p *= keep[:, lo:hi] * _keep_scale(dropout_p)
+        local = None if plan.edges is None else plan.edges[e_lo:e_hi] - lo * c * win
+        if grad_alpha is not None:
+            d_p.view(heads, -1)[:, local] += grad_alpha[e_lo:e_hi].t()
+        d_s = p * (d_p - (p * d_p).sum(-1, keepdim=True))  # softmax backward
+        if grad_bias is not None:
+            grad_bias[e_lo:e_hi] = d_s.view(heads, -1)[:, local].t()
+        d_q = _to_rows(torch.matmul(d_s, k)).mul_(scale)  # (g * c, H, D)
+        grad_q[q_lo:q_hi] = d_q.index_select(0, plan.query_row[q_lo:q_hi] - lo * c)
+        grad_k.index_add_(0, idx, _to_rows(torch.matmul(d_s.transpose(-1, -2), q)))
+    return grad_q, grad_k, grad_v, grad_bias
+
+
+def _setup(query, key, value, ptr, key_ptr, left, right, block_size, need_edges, dropout_p, seed):
+    """The plan, the key/value padded for an empty key set, and the dropout keep mask of a call."""
+    heads = query.size(1)
+    num_q, num_k = query.size(0), key.size(0)
+    max_q = int(ptr.diff().max()) if num_q else 0
+    max_k = int(key_ptr.diff().max()) if num_k else 0
+    c = max(1, min(block_size, max_q))  # longer blocks than examples would only be padding
+    win = max(1, min(c + left + right, max_k))  # no window needs more keys than an example has
+    plan = _plan(ptr, key_ptr, num_k, left, right, c, win, heads, need_edges)
+    if num_k == 0:  # one fully masked key keeps every gather in bounds
+        key = torch.cat([key, key.new_zeros(1, heads, key.size(2))])
+        value = torch.cat([value, value.new_zeros(1, heads, value.size(2))])
+    keep = None
+    if dropout_p > 0.0:
+        # The same seed gives the same mask in the backward's recomputation.
+        gen = torch.Generator(device=query.device).manual_seed(int(seed))
+        keep = torch.rand((heads, *plan.blocked.shape), generator=gen, device=query.device) >= dropout_p
+    return plan, key, value, keep
+
+
+# The kernel is a pair of custom operators (torch.library): its plan has data-dependent sizes and
+# Python loops that torch.compile and torch.export need not see; they get the output shapes
+# (register_fake) and a backward that is the second operator.
+
+
+@torch.library.custom_op("graphattn::window_forward", mutates_args=())
+def window_forward(query: Tensor, key: Tensor, value: Tensor, bias: Optional[Tensor], ptr: Tensor, key_ptr: Tensor,
+                   left: int, right: int, scale: float, dropout_p: float, seed: Tensor, block_size: int,
+                   need_weights: bool, num_edges: int) -> tuple[Tensor, Tensor]:
+    """``(out [N_q, H, D_v], weights [E, H] or [0, H])`` of :func:`window_attention`."""
+    plan, key_, value_, keep = _setup(query, key, value, ptr, key_ptr, left, right, block_size,
+                                      bias is not None or need_weights, dropout_p, seed)
+    if bias is not None and bias.shape != (plan.edges.numel(), query.size(1)):
+        raise ValueError(f"bias must have shape [E, H] = [{plan.edges.numel()}, {query.size(1)}] (one row per edge "
+                         f"of Band({left}, {right}).edge_index(ptr, key_ptr)), got {tuple(bias.shape)}")
+    return _forward(query, key_, value_, bias, plan, scale, keep, dropout_p, need_weights)
+
+
+@window_forward.register_fake
+def _(query, key, value, bias, ptr, key_ptr, left, right, scale, dropout_p, seed, block_size, need_weights, num_edges):
+    rows = num_edges if need_weights else 0
+    return query.new_empty(query.size(0), query.size(1), value.size(2)), query.new_empty(rows, query.size(1))
+
+
+@torch.library.custom_op("graphattn::window_backward", mutates_args=())
+def window_backward(grad_out: Optional[Tensor], grad_weights: Optional[Tensor], query: Tensor, key: Tensor,
+                    value: Tensor, bias: Optional[Tensor], ptr: Tensor, key_ptr: Tensor, left: int, right: int,
+                    scale: float, dropout_p: float, seed: Tensor,
+                    block_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(query, key, value, bias or [0, H])`` of :func:`window_forward`."""
+    need_edges = bias is not None or grad_weights is not None
+    plan, key_, value_, keep = _setup(query, key, value, ptr, key_ptr, left, right, block_size, need_edges,
+                                      dropout_p, seed)
+    grad_q, grad_k, grad_v, grad_bias = _backward(grad_out, grad_weights, query, key_, value_, bias, plan, scale,
+                                                  keep, dropout_p)
+    grad_k, grad_v = grad_k[:key.size(0)], grad_v[:value.size(0)]  # drop the padding key, if any
+    return grad_q, grad_k.contiguous(), grad_v.contiguous(), query.new_zeros(0, query.size(1)) if grad_bias is None else grad_bias
+
+
+@window_backward.register_fake
+def _(grad_out, grad_weights, query, key, value, bias, ptr, key_ptr, left, right, scale, dropout_p, seed, block_size):
+    grad_bias = query.new_empty(0, query.size(1)) if bias is None else torch.empty_like(bias)
+    return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), grad_bias
+
+
+def _window_setup_context(ctx, inputs, output) -> None:
+    query, key, value, bias, ptr, key_ptr, left, right, scale, dropout_p, seed, block_size, need_weights, _ = inputs
+    ctx.save_for_backward(query, key, value, bias, ptr, key_ptr, seed)
+    ctx.args = (left, right, scale, dropout_p, block_size)
+    ctx.need_weights = need_weights
+
+
+def _window_autograd(ctx, grad_out, grad_weights):
+    query, key, value, bias, ptr, key_ptr, seed = ctx.saved_tensors
+    left, right, scale, dropout_p, block_size = ctx.args
+    grads = window_backward(grad_out, grad_weights if ctx.need_weights else None, query, key, value, bias, ptr,
+                            key_ptr, left, right, scale, dropout_p, seed, block_size)
+    grad_q, grad_k, grad_v, grad_bias = grads
+    return (grad_q, grad_k, grad_v, grad_bias if bias is not None else None,
+            None, None, None, None, None, None, None, None, None, None)
+
+
+window_forward.register_autograd(_window_autograd, setup_context=_window_setup_context)
 
 
 def _keep_scale(dropout_p: float) -> float:
@@ -221,10 +297,8 @@ def _check_inputs(query, key, value) -> None:
 
 def _check_layout(ptr, num_rows: int, name: str, rows: str, device) -> Tensor:
     ptr = check_ptr(ptr, name).to(device)
-    if int(ptr[-1]) != num_rows:
-        raise ValueError(
-            f"{name}[-1] ({int(ptr[-1])}) must equal the number of {rows} ({num_rows})"
-        )
+    if eager_only() and int(ptr[-1]) != num_rows:
+        raise ValueError(f"{name}[-1] ({int(ptr[-1])}) must equal the number of {rows} ({num_rows})")
     return ptr
 
 
@@ -241,6 +315,7 @@ def window_attention(
     dropout_p: float = 0.0,
     need_weights: bool = False,
     block_size: Optional[int] = None,
+    num_edges: Optional[int] = None,
 ) -> tuple[Tensor, Optional[Tensor]]:
     r"""Multi-head attention where local query :math:`t` attends the local keys
     :math:`t - \text{left} \le s \le t + \text{right}` of its own example.
@@ -273,6 +348,9 @@ def window_attention(
             dropout (as PyG's attention layers do). (default: :obj:`False`)
         block_size (int, optional): query rows per block, a speed knob that does not change the
             result. (default: ``max(left, right)`` clamped to ``[16, 128]``)
+        num_edges (int, optional): the band's number of edges, when the caller knows it (the
+            weights' rows); traced code (torch.compile, torch.export) needs it with
+            ``need_weights``, since counting reads tensor values. (default: counted)
 
     Shapes:
         - **input:** query :math:`(N_q, H, D)`, key :math:`(N_k, H, D)`,
@@ -281,7 +359,7 @@ def window_attention(
         - **output:** ``(out, weights)``: :math:`(N_q, H, D_v)` and the attention weights
           :math:`(E, H)` if ``need_weights``, else :obj:`None`
 
-    Supports first-order gradients only (``once_differentiable``).
+    Supports first-order gradients (the backward operator has no backward of its own).
     """
     _check_inputs(query, key, value)
     num_q, heads, dim = query.shape
@@ -290,10 +368,7 @@ def window_attention(
     ptr = _check_layout(ptr, num_q, "ptr", "query rows", query.device)
     key_ptr = _check_layout(key_ptr, num_k, "key_ptr", "key rows", query.device)
     if key_ptr.numel() != ptr.numel():
-        raise ValueError(
-            f"key_ptr must describe as many examples as ptr ({ptr.numel() - 1}), "
-            f"got {key_ptr.numel() - 1}"
-        )
+        raise ValueError(f"key_ptr must describe as many examples as ptr ({ptr.numel() - 1}), got {key_ptr.numel() - 1}")
     if scale is None:
         scale = 1.0 / math.sqrt(dim)
     elif isinstance(scale, bool) or not isinstance(scale, Real):
@@ -302,24 +377,23 @@ def window_attention(
         raise ValueError(f"dropout_p must be a float in [0, 1], got {dropout_p!r}")
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"bias must be a Tensor [E, H] or None, got {type(bias).__name__}")
-    if block_size is None:
-        block_size = min(max(left, right, 16), 128)
-    block_size = check_int("block_size", block_size, 1)
-
-    max_q = int(ptr.diff().max()) if num_q else 0
-    max_k = int(key_ptr.diff().max()) if num_k else 0
-    c = max(1, min(block_size, max_q))  # longer blocks than examples would only be padding
-    win = max(1, min(c + left + right, max_k))  # no window needs more keys than an example has
-    plan = _plan(ptr, key_ptr, num_k, left, right, c, win, heads, bias is not None or need_weights)
     if bias is not None:
-        if bias.shape != (plan.edges.numel(), heads):
-            raise ValueError(
-                f"bias must have shape [E, H] = [{plan.edges.numel()}, {heads}] (one row per edge "
-                f"of Band({left}, {right}).edge_index(ptr, key_ptr)), got {tuple(bias.shape)}"
-            )
         bias = bias.to(query.device, query.dtype)
-    if num_k == 0:  # one fully masked key keeps every gather in bounds
-        key = torch.cat([key, key.new_zeros(1, heads, dim)])
-        value = torch.cat([value, value.new_zeros(1, heads, value.size(2))])
-    result = _BandedAttention.apply(query, key, value, bias, plan, float(scale), float(dropout_p), need_weights)
-    return result if need_weights else (result, None)
+    block_size = check_int("block_size", min(max(left, right, 16), 128) if block_size is None else block_size, 1)
+    if need_weights and num_edges is None:
+        num_edges = bias.size(0) if bias is not None else _count_edges(ptr, key_ptr, left, right)
+    # Dropout draws its seed from torch's generator, so that torch.manual_seed governs it.
+    seed = torch.randint(0, 2**62, (), device="cpu") if dropout_p > 0 else torch.zeros((), dtype=torch.long)
+    out, weights = window_forward(query, key, value, bias, ptr, key_ptr, left, right, float(scale), float(dropout_p),
+                                  seed, block_size, need_weights, num_edges or 0)
+    return out, weights if need_weights else None
+
+
+def _count_edges(ptr: Tensor, key_ptr: Tensor, left: int, right: int) -> int:
+    """Edges of ``Band(left, right)`` on the layout: keys per query, summed over the queries."""
+    n_q, n_k = ptr.diff(), key_ptr.diff()
+    batch = torch.repeat_interleave(torch.arange(n_q.numel(), device=ptr.device), n_q)
+    t = torch.arange(batch.numel(), device=ptr.device) - ptr[batch]
+    lo = (t - left).clamp(min=0)
+    hi = torch.minimum(t + right + 1, n_k[batch])
+    return int((hi - lo).clamp(min=0).sum())

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from graphattn import patterns as P
 from graphattn.nn import Transformer, positional_encoding
 from graphattn.utils.batch import local_positions, to_flat, to_padded
-from graphattn.utils.checks import check_int
+from graphattn.utils.checks import check_int, eager_only
 
 __all__ = ["Seq2Seq", "TorchSeq2Seq", "TorchTransformer"]
 
@@ -117,12 +117,12 @@ class Seq2Seq(nn.Module):
     def encode(self, src: Tensor, ptr_src: Tensor) -> Tensor:
         """Memory ``[N_s, d_model]`` of flat source token ids ``src: [N_s]``."""
         self._check_tokens(src, "src", self.src_vocab)
-        return self.transformer.encode(self._embed(self.src_embed, src, local_positions(ptr_src)), ptr_src)
+        return self.transformer.encode(self._embed(self.src_embed, src, local_positions(ptr_src, src.numel())), ptr_src)
 
     def decode(self, tgt: Tensor, ptr_tgt: Tensor, memory: Tensor, ptr_src: Tensor) -> Tensor:
         """Decoder states ``[N_t, d_model]`` of flat target token ids ``tgt: [N_t]``."""
         self._check_tokens(tgt, "tgt", self.tgt_vocab)
-        x = self._embed(self.tgt_embed, tgt, local_positions(ptr_tgt))
+        x = self._embed(self.tgt_embed, tgt, local_positions(ptr_tgt, tgt.numel()))
         return self.transformer.decode(x, ptr_tgt, memory, ptr_src)
 
     def log_probs(self, hidden: Tensor) -> Tensor:
@@ -164,7 +164,7 @@ class Seq2Seq(nn.Module):
     def _check_tokens(tokens: Tensor, name: str, vocab: int) -> None:
         if not isinstance(tokens, Tensor) or tokens.dtype != torch.long or tokens.dim() != 1:
             raise TypeError(f"{name} must be flat token ids, a LongTensor [N], got {getattr(tokens, 'dtype', type(tokens))}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+        if eager_only() and tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
             raise ValueError(f"{name} has token ids outside [0, {vocab})")
 
     def __repr__(self) -> str:

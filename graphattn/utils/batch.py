@@ -51,25 +51,31 @@ class Layout(NamedTuple):
         return int(self.ptr[-1])
 
     @staticmethod
-    def of(ptr: Tensor, graph: Optional[Tensor] = None) -> "Layout":
-        """The layout of validated offsets ``ptr`` (and the batch's graph, if any)."""
+    def of(ptr: Tensor, graph: Optional[Tensor] = None, num_nodes: Optional[int] = None) -> "Layout":
+        """The layout of validated offsets ``ptr`` (and the batch's graph, if any).
+
+        ``num_nodes`` (``ptr[-1]``) may be given when known, so that traced code reads no value.
+        """
         sizes = ptr.diff()
-        batch = ptr_to_batch(ptr, check=False)
+        batch = ptr_to_batch(ptr, check=False, num_nodes=num_nodes)
         return Layout(ptr, sizes, batch, torch.arange(batch.numel(), device=ptr.device) - ptr[batch], graph)
 
 
-def layouts(ptr: PtrLike, key_ptr: Optional[PtrLike] = None,
-            graph: Optional[Tensor] = None) -> tuple[Layout, Layout]:
-    """The query and key layouts of a batch; the same object twice for self-attention."""
+def layouts(ptr: PtrLike, key_ptr: Optional[PtrLike] = None, graph: Optional[Tensor] = None,
+            num_nodes: Optional[tuple[int, int]] = None) -> tuple[Layout, Layout]:
+    """The query and key layouts of a batch; the same object twice for self-attention.
+
+    ``num_nodes``: ``(queries, keys)`` when known (see :meth:`Layout.of`).
+    """
     ptr = check_ptr(ptr, "ptr")
-    query = Layout.of(ptr, graph)
+    query = Layout.of(ptr, graph, None if num_nodes is None else num_nodes[0])
     if key_ptr is None:
         return query, query
     key_ptr = check_ptr(key_ptr, "key_ptr").to(ptr.device)
     if key_ptr.numel() != ptr.numel():
         raise ValueError(f"key_ptr must describe as many examples as ptr ({ptr.numel() - 1}), "
                          f"got {key_ptr.numel() - 1}")
-    return query, Layout.of(key_ptr)
+    return query, Layout.of(key_ptr, None, None if num_nodes is None else num_nodes[1])
 
 
 def lengths_to_ptr(lengths: Tensor) -> Tensor:
@@ -87,13 +93,14 @@ def ptr_to_lengths(ptr: PtrLike) -> Tensor:
     return check_ptr(ptr).diff()
 
 
-def ptr_to_batch(ptr: PtrLike, check: bool = True) -> Tensor:
-    """Example index of each row, ``[N]`` (PyG's ``batch`` vector) of ``ptr: [B + 1]``."""
+def ptr_to_batch(ptr: PtrLike, check: bool = True, num_nodes: Optional[int] = None) -> Tensor:
+    """Example index of each row, ``[N]`` (PyG's ``batch`` vector) of ``ptr: [B + 1]``;
+    ``num_nodes`` (``ptr[-1]``) when known saves reading it from the tensor."""
     ptr = check_ptr(ptr) if check else ptr
     lengths = ptr.diff()
     examples = torch.arange(lengths.numel(), device=ptr.device)
     # output_size avoids a second device sync inside repeat_interleave.
-    return torch.repeat_interleave(examples, lengths, output_size=int(ptr[-1]))
+    return torch.repeat_interleave(examples, lengths, output_size=int(ptr[-1]) if num_nodes is None else num_nodes)
 
 
 def batch_to_ptr(batch: Tensor, num_examples: Optional[int] = None) -> Tensor:
@@ -105,10 +112,12 @@ def batch_to_ptr(batch: Tensor, num_examples: Optional[int] = None) -> Tensor:
     return cumsum(counts)
 
 
-def local_positions(ptr: PtrLike) -> Tensor:
-    """Position of each row inside its example (``0 .. length - 1``), ``[N]``."""
+def local_positions(ptr: PtrLike, num_nodes: Optional[int] = None) -> Tensor:
+    """Position of each row inside its example (``0 .. length - 1``), ``[N]``; ``num_nodes``
+    (``ptr[-1]``) when known saves reading it from the tensor."""
     ptr = check_ptr(ptr)
-    return torch.arange(int(ptr[-1]), device=ptr.device) - ptr[ptr_to_batch(ptr, check=False)]
+    num_nodes = int(ptr[-1]) if num_nodes is None else num_nodes
+    return torch.arange(num_nodes, device=ptr.device) - ptr[ptr_to_batch(ptr, check=False, num_nodes=num_nodes)]
 
 
 def pack_sequences(sequences: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
