@@ -9,6 +9,7 @@ r"""Layers: :class:`GraphMultiheadAttention` and what is built from it.
 * ``mlp.py``: the small perceptron the graph blocks share.
 """
 from graphattn.nn.attention import BACKENDS, GraphMultiheadAttention
+from graphattn.nn.causal_lm import CausalLM
 from graphattn.nn.graph_transformer import GraphTransformer, GraphTransformerLayer
 from graphattn.nn.positional import RelativePositionBias, positional_encoding, relative_position_buckets, relative_positions
 from graphattn.nn.span import LearnedSpan
@@ -18,5 +19,5 @@ from graphattn.nn.transformer_layers import TransformerDecoderLayer, Transformer
 __all__ = [
     "GraphMultiheadAttention", "BACKENDS", "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
     "TransformerDecoder", "Transformer", "DecoderState", "GraphTransformer", "GraphTransformerLayer", "LearnedSpan",
-    "positional_encoding", "relative_positions", "relative_position_buckets", "RelativePositionBias",
+    "positional_encoding", "relative_positions", "relative_position_buckets", "RelativePositionBias", "CausalLM",
 ]
