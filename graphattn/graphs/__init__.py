@@ -3,8 +3,16 @@ r"""Graph applications: data sets, PyG baselines and one training loop for both.
 * ``datasets.py``: karate club, SBM PATTERN, tree NeighborsMatch, FreeSolv molecules.
 * ``baselines.py``: :class:`GNNBaseline`, PyG layers in the frame of :class:`~graphattn.nn.GraphTransformer`.
 * ``fit.py``: :func:`fit`, :class:`Task` and metrics; data-parallel under ``torchrun``.
+* ``social.py``: :func:`social_graph`, large generated social graphs (communities, power-law degrees).
+* ``sampling.py``, ``node_training.py``: training on ``NeighborLoader`` subgraphs of one large graph
+  (:func:`fit_nodes`) and full-graph inference layer by layer (:func:`layerwise_inference`).
 """
-from graphattn.graphs.baselines import BASELINES, GNNBaseline
+from graphattn.graphs.baselines import BASELINES, GLOBAL_BASELINES, GlobalBaseline, GNNBaseline
 from graphattn.graphs.fit import Task, accuracy, balanced_accuracy, evaluate, fit, rmse
+from graphattn.graphs.node_training import fit_nodes, full_graph_logits, layerwise_inference
+from graphattn.graphs.sampling import TorchNeighborSampler, neighbor_loader
+from graphattn.graphs.social import social_graph
 
-__all__ = ["BASELINES", "GNNBaseline", "Task", "fit", "evaluate", "accuracy", "balanced_accuracy", "rmse"]
+__all__ = ["BASELINES", "GNNBaseline", "GLOBAL_BASELINES", "GlobalBaseline", "Task", "fit", "evaluate", "accuracy",
+           "balanced_accuracy", "rmse", "social_graph", "neighbor_loader", "TorchNeighborSampler", "fit_nodes",
+           "layerwise_inference", "full_graph_logits"]

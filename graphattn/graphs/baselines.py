@@ -1,12 +1,14 @@
-r"""PyG baselines in the frame of :class:`~graphattn.nn.GraphTransformer`: the same encoders,
-blocks and heads around one PyG layer type, so that a comparison measures the layer alone."""
+r"""PyG baselines: layers in the frame of :class:`~graphattn.nn.GraphTransformer` (the same
+encoders, blocks and heads around one PyG layer type, so that a comparison measures the layer
+alone), and PyG's linear-time graph transformers SGFormer and Polynormer as PyG ships them."""
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GATv2Conv, GCNConv, GINConv, GINEConv, GPSConv, TransformerConv
+from torch_geometric.nn import GATv2Conv, GCNConv, GINConv, GINEConv, GPSConv, SAGEConv, TransformerConv
+from torch_geometric.nn.models import Polynormer, SGFormer
 
 from graphattn.nn.graph_transformer import POOLS, TASKS
 from graphattn.nn.mlp import mlp
@@ -14,10 +16,13 @@ from graphattn.transforms import PE_ATTRS
 from graphattn.utils.batch import graph_layout
 from graphattn.utils.checks import check_choice, check_int
 
-__all__ = ["BASELINES", "GNNBaseline"]
+__all__ = ["BASELINES", "GNNBaseline", "GLOBAL_BASELINES", "GlobalBaseline"]
 
 #: the PyG layers :class:`GNNBaseline` wraps
-BASELINES = {"gcn": "GCNConv", "gatv2": "GATv2Conv", "transformer": "TransformerConv", "gps": "GPSConv"}
+BASELINES = {"gcn": "GCNConv", "sage": "SAGEConv", "gatv2": "GATv2Conv", "transformer": "TransformerConv",
+             "gps": "GPSConv"}
+#: the PyG models :class:`GlobalBaseline` wraps
+GLOBAL_BASELINES = {"sgformer": "SGFormer", "polynormer": "Polynormer"}
 
 
 class GNNBaseline(nn.Module):
@@ -98,6 +103,8 @@ class GNNBaseline(nn.Module):
         c, h, edge_dim = self.hidden_channels, self.num_heads, (self.hidden_channels if self.edge_dim else None)
         if self.conv == "gcn":
             return GCNConv(c, c)
+        if self.conv == "sage":
+            return SAGEConv(c, c)
         if self.conv == "gatv2":
             return GATv2Conv(c, c // h, heads=h, edge_dim=edge_dim)
         if self.conv == "transformer":
@@ -127,7 +134,7 @@ class GNNBaseline(nn.Module):
                 h = conv(h, edge_index, batch, **({"edge_attr": e} if e is not None else {}))
                 continue
             z = self.norms1[i](h)
-            z = conv(z, edge_index) if self.conv == "gcn" or e is None else conv(z, edge_index, edge_attr=e)
+            z = conv(z, edge_index) if self.conv in ("gcn", "sage") or e is None else conv(z, edge_index, edge_attr=e)
             h = h + self.drop(z)
             h = h + self.drop(self.ffs[i](self.norms2[i](h)))
         h = self.norm(h)
@@ -138,3 +145,59 @@ class GNNBaseline(nn.Module):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.in_channels}, {self.hidden_channels}, {self.out_channels}, "
                 f"num_layers={self.num_layers}, conv={BASELINES[self.conv]})")
+
+
+class GlobalBaseline(nn.Module):
+    r"""PyG's linear-time graph transformers for node classification, as PyG ships them.
+
+    ``"sgformer"``: :class:`~torch_geometric.nn.models.SGFormer` (Wu et al., 2023): one layer of
+    linear global attention over all nodes beside a GCN, mixed by ``graph_weight``.
+    ``"polynormer"``: :class:`~torch_geometric.nn.models.Polynormer` (Deng et al., 2024): local
+    attention layers, then linear global attention; as in PyG's example, it trains local-only
+    for the first half of the epochs and with the global part after (:meth:`epoch_hook`).
+    Global attention spans the whole graph (or sampled subgraph) given to ``forward``.
+
+    Args:
+        in_channels (int): node feature size.
+        hidden_channels (int): width.
+        out_channels (int): classes.
+        num_layers (int): GNN layers (SGFormer) or local layers (Polynormer).
+        model (str): one of :data:`GLOBAL_BASELINES`.
+        num_heads (int, optional): heads of the global attention. (default: :obj:`1`)
+        dropout (float, optional): dropout. (default: :obj:`0.0`)
+
+    Shapes:
+        - **input:** a ``Data`` with ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`
+        - **output:** :math:`(N, C_{out})` (SGFormer: log-probabilities)
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int, model: str,
+                 num_heads: int = 1, dropout: float = 0.0):
+        super().__init__()
+        check_choice("model", model, tuple(GLOBAL_BASELINES))
+        self.name, self.num_layers = model, check_int("num_layers", num_layers, 1)
+        c = check_int("hidden_channels", hidden_channels, 1)
+        if model == "sgformer":
+            self.model = SGFormer(in_channels, c, out_channels, trans_num_layers=1, trans_num_heads=num_heads,
+                                  trans_dropout=dropout, gnn_num_layers=num_layers, gnn_dropout=dropout)
+        else:
+            self.model = Polynormer(in_channels, c // num_heads, out_channels, local_layers=num_layers,
+                                    global_layers=1, in_dropout=dropout, dropout=dropout, global_dropout=dropout,
+                                    heads=num_heads)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.model.reset_parameters()
+
+    def epoch_hook(self, epoch: int, epochs: int) -> None:
+        """Polynormer: global attention from the middle of training on (PyG's example sets the
+        same flag, ``_global``, after its local epochs)."""
+        if self.name == "polynormer":
+            setattr(self.model, "_global", epoch > epochs // 2)
+
+    def forward(self, data) -> Tensor:
+        batch, _ = graph_layout(data)
+        return self.model(data.x, data.edge_index, batch)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({GLOBAL_BASELINES[self.name]}, num_layers={self.num_layers})"

@@ -107,7 +107,11 @@ def pattern_pairs(pattern, ptr: Tensor, edge_index: Tensor, max_distance: int,
 
     Virtual nodes (:func:`~graphattn.patterns.virtual.split_virtual`) are left out: models add
     them around their layers. ``khop(k)`` and ``graph`` give their buckets from their own
-    expansion; other patterns search from their queries up to ``max_distance`` hops.
+    expansion. Other patterns search from their queries, as deep as ``max_distance`` hops, and
+    no deeper than the widest graph part of a union (``graph|expander:4:0`` searches 1 hop,
+    ``khop:2|...`` 2 hops): the pairs beyond are "farther" (``max_distance + 1``), and the search
+    costs no more than the graph part's own pairs, where a deep search from every node of a
+    large graph would reach all of it.
 
     Returns:
         ``(pairs (2, E_p), buckets (E_p,))``, buckets in ``[0, max_distance + 1]``.
@@ -127,7 +131,20 @@ def pattern_pairs(pattern, ptr: Tensor, edge_index: Tensor, max_distance: int,
         pairs, hops = hop_expansion(graph, num_nodes, rest.k, max_pairs=max_pairs)
         return pairs, hops.clamp_(max=max_distance + 1)
     pairs = rest.edge_index(ptr, graph=None if rest.position_based else edge_index)
-    return pairs, hop_counts(edge_index, pairs, num_nodes, max_distance).to(torch.uint8)
+    radius = _graph_radius(rest)
+    depth = max_distance if radius is None else min(max_distance, radius)
+    buckets = hop_counts(edge_index, pairs, num_nodes, depth)
+    return pairs, torch.where(buckets > depth, max_distance + 1, buckets).to(torch.uint8)
+
+
+def _graph_radius(pattern) -> Optional[int]:
+    """The largest ``k`` of the graph patterns joined by union in ``pattern`` (None: none)."""
+    if isinstance(pattern, GraphPattern):
+        return pattern.k
+    if isinstance(pattern, P.Union):
+        radii = [r for r in (_graph_radius(pattern.a), _graph_radius(pattern.b)) if r is not None]
+        return max(radii) if radii else None
+    return None
 
 
 def _graph_pairs(graph: Tensor, num_nodes: int, self_loops: bool) -> Tensor:
