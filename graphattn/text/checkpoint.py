@@ -3,11 +3,17 @@ r"""Training checkpoints that save atomically, load safely and restore every ran
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(path, weights_only=True)`` (no pickled code runs on load)::
 
-    {"format": "graphattn-checkpoint", "version": 1, "step": int, "model": state_dict,
+    {"format": "graphattn-checkpoint", "version": 2, "step": int, "model": state_dict,
      "optimizer": state_dict, "scheduler": state_dict, "rng": rng_state() of rank 0,
      "rng_ranks": [rng_state() of each rank], "data": {"epoch": int, "batch": int,
      "global_batch": {"batch_size", "max_tokens"}, "world_size": int}, "config": dict,
-     "vocab": {"src": ..., "tgt": ...}, "best_bleu": float}
+     "vocab": {"src": tokenizer, "tgt": tokenizer} or, for a language model, {"text": tokenizer},
+     "best": {"metric": "bleu" or "perplexity", "value": float}, "valid": dict}
+
+where a tokenizer is ``{"kind": str, "json": str}``, its Hugging Face JSON
+(:meth:`~graphattn.text.tokenizer.Tokenizer.to_dict`). Version 1 (before subword tokenizers and
+language models) stored word vocabularies ``{"tokens": [...]}`` and ``"best_bleu"``; it still
+loads, and tokenizes as it did.
 
 :func:`save_checkpoint` writes a temporary file in the target's directory and renames it over
 the target with ``os.replace`` (atomic on POSIX and Windows), so a crash while saving leaves the
@@ -24,9 +30,11 @@ from typing import Union
 
 import torch
 
-__all__ = ["FORMAT", "VERSION", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["FORMAT", "VERSION", "READABLE_VERSIONS", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
-FORMAT, VERSION = "graphattn-checkpoint", 1
+FORMAT, VERSION = "graphattn-checkpoint", 2
+#: versions this release reads
+READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("format", "version", "step", "model", "optimizer", "scheduler", "rng", "data", "config", "vocab")
 PathLike = Union[str, os.PathLike]
 
@@ -59,7 +67,7 @@ def load_checkpoint(path: PathLike) -> dict:
 
     Raises ``FileNotFoundError`` if there is no file, and ``ValueError`` naming the path and the
     problem if the file is unreadable (truncated, corrupt, not a torch file, holds objects other
-    than tensors and plain containers) or is not a graphattn checkpoint of this version.
+    than tensors and plain containers) or is not a graphattn checkpoint of a version it reads.
     """
     path = Path(path)
     if not path.is_file():
@@ -74,9 +82,10 @@ def load_checkpoint(path: PathLike) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise ValueError(f"{os.fspath(path)!r} is not a graphattn checkpoint: missing keys {missing}")
-    if ckpt["format"] != FORMAT or ckpt["version"] != VERSION:
+    if ckpt["format"] != FORMAT or ckpt["version"] not in READABLE_VERSIONS:
         raise ValueError(f"{os.fspath(path)!r} has format {ckpt['format']!r} version {ckpt['version']!r}, "
-                         f"expected {FORMAT!r} version {VERSION}")
+                         f"expected {FORMAT!r} version {' or '.join(map(str, READABLE_VERSIONS))} "
+                         f"(a newer graphattn wrote it?)")
     return ckpt
 
 

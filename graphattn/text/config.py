@@ -1,7 +1,10 @@
 r"""The configuration of a text training run, the data it names and the model it builds.
 
 ``graphattn train`` maps its flags onto :class:`TrainConfig` one to one; a checkpoint stores the
-config as a plain dict, and :func:`load_model` rebuilds the model from it.
+config as a plain dict and the tokenizers as JSON strings, and :func:`load_model` rebuilds the
+model from them. Two kinds of run share the fields: translation (the numbers task, or parallel
+files ``src``/``tgt``) trains a :class:`~graphattn.text.model.Seq2Seq`, ``task="lm"`` trains a
+:class:`~graphattn.nn.CausalLM` on the text files ``text``.
 """
 from __future__ import annotations
 
@@ -10,16 +13,21 @@ from pathlib import Path
 from typing import Optional
 
 from graphattn import patterns as P
+from graphattn.nn import CausalLM
+from graphattn.nn.causal_lm import POSITIONALS
 from graphattn.text.checkpoint import load_checkpoint
 from graphattn.text.data import read_parallel, split_pairs
+from graphattn.text.lm import read_documents, split_documents
 from graphattn.text.model import Seq2Seq, TorchSeq2Seq
 from graphattn.text.numbers import normalize, number_pairs, number_splits, numbers_task
-from graphattn.text.vocab import Vocab
+from graphattn.text.tokenizer import KINDS, Tokenizer
 
-__all__ = ["TrainConfig", "TASKS", "RUN_FIELDS", "RETIRED_FIELDS", "PRECISIONS", "check_config", "config_from_dict",
-           "load_task", "task_test_pairs", "source_text", "build_model", "load_model"]
+__all__ = ["TrainConfig", "TASKS", "TOKENIZERS", "RUN_FIELDS", "RETIRED_FIELDS", "PRECISIONS", "check_config",
+           "config_from_dict", "is_lm", "tokenizer_kind", "load_task", "task_test_pairs", "source_text",
+           "build_tokenizers", "build_model", "checkpoint_tokenizers", "load_model"]
 
-TASKS = ("numbers-en-fr",)
+TASKS = ("numbers-en-fr", "lm")
+TOKENIZERS = ("auto",) + KINDS
 # On --resume these come from the command line; everything else from the checkpoint's config.
 RUN_FIELDS = ("steps", "time_limit", "out", "resume", "progress", "accumulate", "device", "precision", "dist_timeout")
 #: fields of earlier versions, ignored when their checkpoints load
@@ -35,17 +43,24 @@ class TrainConfig:
     ``graphattn train --threads`` sets them before calling :func:`~graphattn.text.train.train`.
     """
 
-    task: str = "numbers-en-fr"  # built-in task, used when src/tgt are not given
+    task: str = "numbers-en-fr"  # built-in translation task (when src/tgt are not given), or "lm" (needs text)
     src: Optional[str] = None  # source side of a parallel text, one sentence a line
     tgt: Optional[str] = None  # target side: line i translates line i of src
     valid_src: Optional[str] = None  # validation source file (default: split off src/tgt)
     valid_tgt: Optional[str] = None  # validation target file
-    valid_fraction: float = 0.05  # share of src/tgt held out for validation without valid files
+    text: Optional[list] = None  # lm: text files to learn, one document each
+    valid_text: Optional[list] = None  # lm: validation text files (default: documents split off text)
+    valid_fraction: float = 0.05  # share of src/tgt (or of text's documents) held out for validation
     train_size: int = 20_000  # numbers task: training pairs (at least its ~130 core numbers)
     valid_size: int = 500  # numbers task: validation pairs
-    test_size: int = 1_000  # numbers task: test pairs (what `graphattn evaluate` scores)
+    test_size: int = 1_000  # numbers task: test pairs, uniform and round (what `graphattn evaluate` scores)
+    tokenizer: str = "auto"  # bpe, unigram, char or word, trained on the training text; auto: word for numbers, else bpe
+    vocab_size: int = 8_000  # most tokens a trained tokenizer holds, the 4 specials included
+    shared_vocab: bool = False  # translation: one tokenizer for both sides, trained on both
     encoder_pattern: str = "dense"  # encoder self-attention, a patterns.parse spec ("window:16")
-    decoder_pattern: str = "causal"  # decoder self-attention ("causal&window:16"); must be causal
+    decoder_pattern: str = "causal"  # decoder (or lm) self-attention ("causal&window:16"); must be causal
+    positional: str = "sinusoidal"  # lm: sinusoidal positions, or a learned relative-position bias ("relative")
+    context: int = 256  # lm: tokens in a training sequence
     d_model: int = 128  # model width
     nhead: int = 4  # attention heads
     layers: int = 3  # encoder layers and decoder layers (each)
@@ -54,7 +69,7 @@ class TrainConfig:
     label_smoothing: float = 0.1  # of the cross-entropy
     steps: int = 1_000  # optimizer steps; scheduled sampling ramps over them
     time_limit: Optional[float] = None  # stop after this many wall-clock seconds of the loop, validation included
-    batch_size: Optional[int] = None  # sentence pairs a batch, per process and micro-batch (default 128 unless max_tokens)
+    batch_size: Optional[int] = None  # pairs (lm: sequences) a batch, per process and micro-batch (default 128, lm 16)
     max_tokens: Optional[int] = None  # padded tokens a batch, per process and micro-batch (LengthBucketSampler counts)
     accumulate: int = 1  # micro-batches whose gradients are summed before each optimizer step
     lr_factor: float = 1.0  # Noam: lr = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
@@ -62,7 +77,7 @@ class TrainConfig:
     clip_norm: float = 1.0  # clip the global gradient L2 norm to this (0: no clipping)
     scheduled_sampling: float = 0.0  # final share of decoder inputs replaced by model predictions
     eval_every: int = 200  # steps between validations (each also writes last.pt)
-    max_len: int = 64  # most tokens generated per sentence when decoding
+    max_len: int = 64  # translation: longest sentence in tokens (longer ones are cut) and most tokens generated
     out: str = "runs/train"  # directory of checkpoints, log and plots
     seed: int = 0  # model init, batch order and the numbers task's split
     resume: bool = False  # continue exactly from out/last.pt
@@ -75,11 +90,12 @@ class TrainConfig:
 
 def check_config(config: TrainConfig) -> None:
     """Raise ``ValueError`` (or ``FileNotFoundError``) naming the first bad field of ``config``."""
-    minimum = dict.fromkeys(("d_model", "nhead", "layers", "ff", "steps", "warmup", "eval_every", "max_len",
-                             "train_size", "accumulate"), 1) | {"valid_size": 0, "test_size": 0}
+    minimum = dict.fromkeys(("d_model", "nhead", "layers", "ff", "steps", "warmup", "eval_every", "train_size",
+                             "accumulate", "context"), 1) | {"valid_size": 0, "test_size": 0, "max_len": 2,
+                                                             "vocab_size": 5}
     for name, lowest in minimum.items():
         value = getattr(config, name)
-        if not isinstance(value, int) or value < lowest:
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
             raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
     for name in ("batch_size", "max_tokens"):
         value = getattr(config, name)
@@ -102,18 +118,49 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {config.precision!r}")
     if not config.dist_timeout > 0:
         raise ValueError(f"dist_timeout must be > 0 seconds, got {config.dist_timeout}")
+    for name, value, choices in (("tokenizer", config.tokenizer, TOKENIZERS), ("positional", config.positional, POSITIONALS)):
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    if tokenizer_kind(config) in ("bpe", "unigram") and config.vocab_size < 260:
+        raise ValueError(f"vocab_size must be >= 260 for a byte-level {tokenizer_kind(config)} tokenizer "
+                         f"(4 specials and 256 bytes), got {config.vocab_size}")
+    _check_patterns(config)
+    _check_data(config)
+
+
+def _check_patterns(config: TrainConfig) -> None:
     for name in ("encoder_pattern", "decoder_pattern"):
         pattern = P.parse(getattr(config, name))  # ValueError naming the unknown pattern
         if config.reference_torch and not isinstance(pattern, P.Band):
             raise ValueError(f"{name} {getattr(config, name)!r}: the torch reference computes band patterns only")
+    decoder = P.parse(config.decoder_pattern)
+    if not (isinstance(decoder, P.Band) and decoder.right == 0):
+        raise ValueError(f"decoder_pattern must be a causal band ('causal' or 'causal&window:W'), got {decoder!r}")
+
+
+def _check_data(config: TrainConfig) -> None:
+    """The fields that say where the data comes from agree, and the files exist."""
+    if config.task not in TASKS:
+        raise ValueError(f"unknown task {config.task!r}; choose one of {list(TASKS)} or give src and tgt files")
     if (config.src is None) != (config.tgt is None) or (config.valid_src is None) != (config.valid_tgt is None):
         raise ValueError("give src and tgt together, and valid_src and valid_tgt together")
     if config.src is None and config.valid_src is not None:
         raise ValueError("valid_src/valid_tgt need src/tgt")
-    if config.src is None and config.task not in TASKS:
-        raise ValueError(f"unknown task {config.task!r}; choose one of {list(TASKS)} or give src and tgt files")
-    for name in ("src", "tgt", "valid_src", "valid_tgt"):
-        path = getattr(config, name)
+    if is_lm(config):
+        if config.src is not None:
+            raise ValueError("task 'lm' learns text files (text), not parallel files (src/tgt)")
+        if not config.text:
+            raise ValueError("task 'lm' needs text files to learn (--text FILE ...)")
+        for name in ("reference_torch", "shared_vocab"):
+            if getattr(config, name):
+                raise ValueError(f"{name} is an option of translation, not of task 'lm'")
+        if config.scheduled_sampling:
+            raise ValueError("scheduled_sampling is an option of translation, not of task 'lm'")
+    elif config.text or config.valid_text:
+        raise ValueError("text and valid_text are the files of task 'lm' (--task lm)")
+    files = [("src", config.src), ("tgt", config.tgt), ("valid_src", config.valid_src), ("valid_tgt", config.valid_tgt)]
+    files += [(name, path) for name in ("text", "valid_text") for path in (getattr(config, name) or [])]
+    for name, path in files:
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{name}: no such file: {path!r}")
 
@@ -122,7 +169,7 @@ def config_from_dict(d: dict) -> TrainConfig:
     """Inverse of ``dataclasses.asdict``; ``ValueError`` for keys :class:`TrainConfig` lacks.
 
     Fields that older versions stored and this one no longer has (:data:`RETIRED_FIELDS`) are
-    dropped, so their checkpoints still load.
+    dropped, and fields they lacked take their defaults, so their checkpoints still load.
     """
     known = {f.name for f in fields(TrainConfig)}
     d = {k: v for k, v in d.items() if k not in RETIRED_FIELDS}
@@ -132,11 +179,32 @@ def config_from_dict(d: dict) -> TrainConfig:
     return TrainConfig(**d)
 
 
+def is_lm(config: TrainConfig) -> bool:
+    """Whether ``config`` trains a language model (``task="lm"``) rather than a translation model."""
+    return config.task == "lm" and config.src is None
+
+
+def tokenizer_kind(config: TrainConfig) -> str:
+    """The tokenizer ``config`` trains: its ``tokenizer``, with ``"auto"`` resolved (word tokens for
+    the numbers task, whose words all repeat; byte-level BPE for any other text)."""
+    if config.tokenizer != "auto":
+        return config.tokenizer
+    return "word" if config.src is None and not is_lm(config) else "bpe"
+
+
 def load_task(config: TrainConfig) -> dict:
-    """``{"train", "valid"}`` (and ``"test"`` for the numbers task) lists of ``(src, tgt)`` pairs."""
+    """The data of ``config``: translation ``{"train", "valid"}`` (and ``"test"``, ``"test_round"``
+    for the numbers task) lists of ``(src, tgt)`` pairs; for ``task="lm"`` ``{"train", "valid"}``
+    lists of documents. Bad files raise here, before a run writes anything."""
+    if is_lm(config):
+        documents = read_documents(config.text)
+        if config.valid_text:
+            return {"train": documents, "valid": read_documents(config.valid_text)}
+        train, valid = split_documents(documents, config.valid_fraction, config.seed)
+        return {"train": train, "valid": valid}
     if config.src is None:
         return numbers_task(config.seed, train_size=config.train_size, valid_size=config.valid_size,
-                              test_size=config.test_size)
+                            test_size=config.test_size)
     pairs = read_parallel(config.src, config.tgt)
     if config.valid_src is not None:
         return {"train": pairs, "valid": read_parallel(config.valid_src, config.valid_tgt)}
@@ -144,12 +212,13 @@ def load_task(config: TrainConfig) -> dict:
     return {"train": train_pairs, "valid": valid_pairs}
 
 
-def task_test_pairs(config: TrainConfig) -> list:
-    """The numbers task's test split of ``config`` (without generating the training pairs)."""
-    if config.src is not None:
-        raise ValueError("the model was trained on files: give the test files (src and tgt)")
+def task_test_pairs(config: TrainConfig, split: str = "test") -> list:
+    """The numbers task's ``"test"`` (uniform) or ``"test_round"`` split of ``config``, generated
+    without the training pairs."""
+    if config.src is not None or is_lm(config):
+        raise ValueError("the model was not trained on the numbers task: give the test files (src and tgt)")
     return number_pairs(number_splits(config.seed, train_size=config.train_size, valid_size=config.valid_size,
-                                          test_size=config.test_size)["test"])
+                                      test_size=config.test_size)[split])
 
 
 def source_text(config: TrainConfig, text: str) -> str:
@@ -157,22 +226,50 @@ def source_text(config: TrainConfig, text: str) -> str:
     return normalize(text) if config.src is None else " ".join(text.split())
 
 
-def build_model(config: TrainConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
-    """The :class:`Seq2Seq` (or :class:`TorchSeq2Seq` with ``reference_torch``) of ``config``."""
+def build_tokenizers(config: TrainConfig, data: dict) -> tuple[Optional[Tokenizer], Tokenizer]:
+    """``(src_tokenizer, tgt_tokenizer)`` trained on the training data of :func:`load_task`
+    (one shared tokenizer with ``shared_vocab``); for ``task="lm"`` ``(None, tokenizer)``."""
+    kind = tokenizer_kind(config)
+    if is_lm(config):
+        return None, Tokenizer.train(data["train"], kind, config.vocab_size)
+    src = [s for s, _ in data["train"]]
+    tgt = [t for _, t in data["train"]]
+    if config.shared_vocab:
+        shared = Tokenizer.train(src + tgt, kind, config.vocab_size)
+        return shared, shared
+    return Tokenizer.train(src, kind, config.vocab_size), Tokenizer.train(tgt, kind, config.vocab_size)
+
+
+def build_model(config: TrainConfig, src_vocab: Optional[int], tgt_vocab: int):
+    """The model of ``config``: :class:`Seq2Seq` (or :class:`TorchSeq2Seq` with ``reference_torch``)
+    over vocabularies of ``src_vocab`` and ``tgt_vocab`` ids, or for ``task="lm"`` a
+    :class:`~graphattn.nn.CausalLM` over ``tgt_vocab`` ids."""
+    if is_lm(config):
+        return CausalLM(tgt_vocab, config.d_model, config.nhead, config.layers, config.ff, config.dropout,
+                        pattern=config.decoder_pattern, positional=config.positional)
     cls = TorchSeq2Seq if config.reference_torch else Seq2Seq
     return cls(src_vocab, tgt_vocab, config.d_model, config.nhead, config.layers, config.layers, config.ff,
                config.dropout, encoder_pattern=P.parse(config.encoder_pattern),
                decoder_pattern=P.parse(config.decoder_pattern))
 
 
-def load_model(path) -> tuple[Seq2Seq, Vocab, Vocab, TrainConfig]:
-    """``(model in eval mode, src_vocab, tgt_vocab, config)`` of a checkpoint; ``ValueError`` if bad."""
+def checkpoint_tokenizers(ckpt: dict, config: TrainConfig) -> tuple[Optional[Tokenizer], Tokenizer]:
+    """``(src_tokenizer, tgt_tokenizer)`` stored in a checkpoint (version 1's word lists too)."""
+    vocab = ckpt["vocab"]
+    if is_lm(config):
+        return None, Tokenizer.from_dict(vocab["text"])
+    return Tokenizer.from_dict(vocab["src"]), Tokenizer.from_dict(vocab["tgt"])
+
+
+def load_model(path) -> tuple:
+    """``(model in eval mode, src_tokenizer, tgt_tokenizer, config)`` of a checkpoint (for a
+    language model ``src_tokenizer`` is None); ``ValueError`` if it is bad."""
     ckpt = load_checkpoint(path)
     try:
         config = config_from_dict(ckpt["config"])
-        src_vocab, tgt_vocab = Vocab.from_dict(ckpt["vocab"]["src"]), Vocab.from_dict(ckpt["vocab"]["tgt"])
-        model = build_model(config, len(src_vocab), len(tgt_vocab))
+        src_tok, tgt_tok = checkpoint_tokenizers(ckpt, config)
+        model = build_model(config, None if src_tok is None else len(src_tok), len(tgt_tok))
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"{str(path)!r} holds an inconsistent checkpoint: {str(e).splitlines()[0]}") from None
-    return model.eval(), src_vocab, tgt_vocab, config
+    return model.eval(), src_tok, tgt_tok, config

@@ -1,14 +1,20 @@
 r"""Parallel text as datasets and flat batches.
 
 Pipeline: :func:`~graphattn.text.numbers.numbers_task` (or :func:`read_parallel` +
-:func:`split_pairs` for any other parallel text) -> :class:`~graphattn.text.vocab.Vocab` ->
-:class:`ParallelDataset` -> batches of :class:`~graphattn.loader.LengthBucketSampler` ->
-:func:`flat_collate` (path-graph batches, no padding) or :func:`collate` (padded).
+:func:`split_pairs` for any other parallel text) -> a :class:`~graphattn.text.tokenizer.Tokenizer`
+per side, trained on the training text -> :class:`ParallelDataset` -> batches of
+:class:`~graphattn.loader.LengthBucketSampler` -> :func:`flat_collate` (path-graph batches, no
+padding) or :func:`collate` (padded).
+
+Files are read strictly (:func:`read_lines`): a missing or empty file, bytes that are not UTF-8
+and parallel files of different lengths are refused with a ``ValueError`` that names the file
+(and the line), before a run writes anything.
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import NamedTuple, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -16,11 +22,12 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from graphattn.text.numbers import Pair
-from graphattn.text.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab
+from graphattn.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from graphattn.utils.batch import pack_sequences
 
-__all__ = ["ParallelDataset", "read_parallel", "split_pairs", "collate", "FlatBatch", "flat_collate"]
+__all__ = ["ParallelDataset", "read_text", "read_lines", "read_parallel", "split_pairs", "collate", "FlatBatch", "flat_collate"]
 
+logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 # --- Datasets and files ------------------------------------------------------------------------
@@ -31,15 +38,27 @@ class ParallelDataset(Dataset):
 
     ``src_ids`` ends with ``<eos>``; ``tgt_ids`` has neither ``<bos>`` nor ``<eos>``: :func:`collate`
     adds them to make the decoder input and output.
+
+    Args:
+        pairs (list of (str, str)): source and target sentences.
+        src_tokenizer, tgt_tokenizer (Tokenizer): the two sides' tokenizers (may be one).
+        max_len (int, optional): longest sequence kept: sources are cut to ``max_len`` tokens
+            (``<eos>`` included) and targets to ``max_len - 1`` (so that target + ``<eos>`` fits);
+            :attr:`truncated` counts the pairs that lost tokens. (default: no limit)
     """
 
-    def __init__(self, pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab):
+    def __init__(self, pairs: Sequence[Pair], src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer,
+                 max_len: Optional[int] = None):
+        if max_len is not None and (not isinstance(max_len, int) or max_len < 2):
+            raise ValueError(f"max_len must be an int >= 2 or None, got {max_len!r}")
         self.pairs = list(pairs)
-        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-        self.src = [torch.tensor(src_vocab.encode(s, add_eos=True), dtype=torch.long)
-                    for s, _ in self.pairs]
-        self.tgt = [torch.tensor(tgt_vocab.encode(t, add_eos=False), dtype=torch.long)
-                    for _, t in self.pairs]
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+        src = src_tokenizer.encode_batch([s for s, _ in self.pairs], add_eos=False)
+        tgt = tgt_tokenizer.encode_batch([t for _, t in self.pairs], add_eos=False)
+        limit = None if max_len is None else max_len - 1  # room for <eos> on both sides
+        self.truncated = sum(limit is not None and (len(s) > limit or len(t) > limit) for s, t in zip(src, tgt))
+        self.src = [torch.tensor(s[:limit] + [EOS_ID], dtype=torch.long) for s in src]
+        self.tgt = [torch.tensor(t[:limit], dtype=torch.long) for t in tgt]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -53,24 +72,59 @@ class ParallelDataset(Dataset):
         return [max(len(s), len(t) + 1) for s, t in zip(self.src, self.tgt)]
 
 
-def _read_lines(path: PathLike) -> list[str]:
+def read_text(path: PathLike) -> str:
+    """The text of a UTF-8 file (a byte-order mark is skipped).
+
+    Raises ``FileNotFoundError`` for a missing file, and ``ValueError`` naming the file for an
+    empty one (nothing but whitespace) or for bytes that are not UTF-8 (with line and byte).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {os.fspath(path)!r}")
-    with open(path, encoding="utf-8") as f:
-        return [" ".join(line.split()) for line in f.read().splitlines()]
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        start = e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise ValueError(f"{os.fspath(path)!r} is not UTF-8 text: line {line}, byte {column} is "
+                         f"{data[start:start + 1]!r} ({e.reason})") from None
+    if not text.strip():
+        raise ValueError(f"{os.fspath(path)!r} is empty")
+    return text
+
+
+def read_lines(path: PathLike) -> list[str]:
+    """The lines of a UTF-8 text file (:func:`read_text`), each with its whitespace collapsed to
+    single spaces; line ``i`` of the list is line ``i + 1`` of the file.
+
+    Lines end at ``\n`` (or ``\r\n``) only, never at the other characters that
+    ``str.splitlines`` breaks on (``\u2028``, form feeds...): parallel files stay aligned.
+    """
+    lines = read_text(path).split("\n")
+    if lines[-1] == "":  # the newline that ends the last line
+        lines.pop()
+    return [" ".join(line.split()) for line in lines]
 
 
 def read_parallel(src_file: PathLike, tgt_file: PathLike) -> list[Pair]:
     """Pairs from two UTF-8 files of one sentence a line, line ``i`` translating line ``i``.
 
     Whitespace within a line is collapsed to single spaces. Pairs where either side is empty
-    are skipped (they teach nothing, and blank lines are how such files usually go wrong at the
-    end); the line counts must match all the same, else ``ValueError`` naming both files.
+    are skipped, with a warning (they teach nothing, and blank lines are how such files usually
+    go wrong at the end); the line counts must match all the same, else ``ValueError`` naming
+    both files. Bad files raise as :func:`read_lines` says.
     """
-    src, tgt = _read_lines(src_file), _read_lines(tgt_file)
+    src, tgt = read_lines(src_file), read_lines(tgt_file)
     if len(src) != len(tgt):
         raise ValueError(f"parallel files must have the same number of lines, got {len(src)} in "
                          f"{os.fspath(src_file)!r} and {len(tgt)} in {os.fspath(tgt_file)!r}")
+    empty = [i + 1 for i, (s, t) in enumerate(zip(src, tgt)) if not (s and t)]
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        logger.warning("%s / %s: skipped %d line pair(s) with an empty side (line %s)", os.fspath(src_file),
+                       os.fspath(tgt_file), len(empty), shown)
     return [(s, t) for s, t in zip(src, tgt) if s and t]
 
 
@@ -124,6 +178,15 @@ class FlatBatch(NamedTuple):
     @property
     def num_tokens(self) -> int:
         return self.src.numel() + self.tgt_in.numel()
+
+    @property
+    def inputs(self) -> tuple:
+        """The arguments of ``Seq2Seq.forward_flat``."""
+        return self.src, self.ptr_src, self.tgt_in, self.ptr_tgt
+
+    @property
+    def labels(self) -> Tensor:
+        return self.tgt_out
 
     def to(self, device) -> "FlatBatch":
         return FlatBatch(*(t.to(device) for t in self))

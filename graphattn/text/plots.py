@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from graphattn.text.decoding import greedy_decode
 from graphattn.text.model import Seq2Seq
-from graphattn.text.vocab import BOS_ID, Vocab
+from graphattn.text.tokenizer import BOS_ID, Tokenizer
 
 __all__ = ["cross_attention", "attention_example", "plot_curves", "plot_attention"]
 
@@ -46,23 +46,28 @@ def cross_attention(model: Seq2Seq, src: Tensor, tgt_in: Tensor) -> Tensor:
 
 
 def plot_curves(log_path, png_path) -> Path:
-    """Training loss, learning rate and validation BLEU / exact match from the CSV log."""
+    """Training loss, learning rate and validation BLEU / exact match (or perplexity) from the CSV log."""
     from matplotlib.figure import Figure  # imported here: only plotting needs matplotlib
 
     with open(log_path, newline="") as f:
         rows = list(csv.DictReader(f))
     step = [int(r["step"]) for r in rows]
-    evals = [r for r in rows if r["valid_bleu"]]
+    evals = [r for r in rows if r.get("valid_bleu")]
+    ppl = [r for r in rows if r.get("valid_ppl")]
     fig = Figure(figsize=(12, 3.5), layout="constrained")
     ax_loss, ax_lr, ax_valid = fig.subplots(1, 3)
     ax_loss.plot(step, [float(r["loss"]) for r in rows], lw=0.8)
     ax_loss.set(xlabel="step", ylabel="loss (label-smoothed)", title="training loss")
     ax_lr.plot(step, [float(r["lr"]) for r in rows])
     ax_lr.set(xlabel="step", ylabel="learning rate", title="Noam schedule")
-    for key, label in (("valid_bleu", "BLEU"), ("valid_em", "exact match %")):
-        ax_valid.plot([int(r["step"]) for r in evals], [float(r[key]) for r in evals], marker="o", label=label)
-    ax_valid.set(xlabel="step", ylim=(0, 100), title="validation (greedy)")
-    ax_valid.legend()
+    if ppl:  # a language model
+        ax_valid.plot([int(r["step"]) for r in ppl], [float(r["valid_ppl"]) for r in ppl], marker="o")
+        ax_valid.set(xlabel="step", ylabel="perplexity", yscale="log", title="validation perplexity")
+    else:
+        for key, label in (("valid_bleu", "BLEU"), ("valid_em", "exact match %")):
+            ax_valid.plot([int(r["step"]) for r in evals], [float(r[key]) for r in evals], marker="o", label=label)
+        ax_valid.set(xlabel="step", ylim=(0, 100), title="validation (greedy)")
+        ax_valid.legend()
     fig.savefig(png_path, dpi=110)
     return Path(png_path)
 
@@ -84,10 +89,10 @@ def plot_attention(weights: Tensor, src_tokens: Sequence[str], tgt_tokens: Seque
 
 
 @torch.no_grad()
-def attention_example(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, sentence: str,
+def attention_example(model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, sentence: str,
                       max_len: int = 64) -> tuple[Tensor, list, list]:
     """``(weights [T, S], source tokens, generated tokens)`` of the greedy translation of ``sentence``."""
-    src = torch.tensor(src_vocab.encode(sentence), dtype=torch.long)
+    src = torch.tensor(src_tokenizer.encode(sentence, add_eos=False)[:max_len - 1] + [src_tokenizer.eos_id])
     out = greedy_decode(model, src, torch.tensor([0, src.numel()]), max_len).tokens[0]
     weights = cross_attention(model, src, torch.tensor([BOS_ID] + out[:-1]))
-    return weights, [src_vocab.itos[i] for i in src.tolist()], [tgt_vocab.itos[i] for i in out]
+    return weights, src_tokenizer.tokens(src), tgt_tokenizer.tokens(out)

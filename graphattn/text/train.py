@@ -1,15 +1,25 @@
-r"""Training of :class:`~graphattn.text.model.Seq2Seq` translation models.
+r"""Training of :class:`~graphattn.text.model.Seq2Seq` translation models and of
+:class:`~graphattn.nn.CausalLM` language models (``task="lm"``), in one loop.
 
-One step: a flat batch of sentence pairs of similar length (:class:`~graphattn.loader.LengthBucketSampler`,
-no padding is computed), label-smoothed cross-entropy, Adam with the Noam schedule
-(:func:`noam_lambda` in ``LambdaLR``), gradient clipping and, optionally, scheduled sampling.
-Every ``eval_every`` steps the model translates the validation set greedily; BLEU and exact match
-go to the CSV log and the best checkpoint by BLEU is kept. ``train(TrainConfig(...))`` returns a
-:class:`TrainResult`; ``graphattn train`` maps its flags onto :class:`TrainConfig` one to one.
+One step: a flat batch of sentence pairs (or text sequences) of similar length
+(:class:`~graphattn.loader.LengthBucketSampler`, no padding is computed), label-smoothed
+cross-entropy, Adam with the Noam schedule (:func:`noam_lambda` in ``LambdaLR``), gradient
+clipping and, for translation, optional scheduled sampling. Every ``eval_every`` steps the model
+is validated: a translation model translates the validation set greedily (BLEU and exact match),
+a language model is scored by its perplexity on the validation text. The scores go to the CSV
+log and the best checkpoint (highest BLEU, lowest perplexity) is kept. ``train(TrainConfig(...))``
+returns a :class:`TrainResult`; ``graphattn train`` maps its flags onto :class:`TrainConfig` one
+to one. The tokenizers are trained on the training text when a run starts (Hugging Face
+``tokenizers``, :mod:`graphattn.text.tokenizer`) and stored in every checkpoint.
+
+Before the first step the data is checked for what a model cannot learn, with a warning for
+each problem found (:mod:`graphattn.text.diagnostics`): validation tokens the tokenizer does not
+know, sentences longer than ``max_len``; after the last, empty translations.
 
 Files written to ``config.out``: ``last.pt`` and ``best.pt`` (see :mod:`graphattn.text.checkpoint`),
-``log.csv``, ``curves.png`` (loss, lr, validation scores) and ``attention.png`` (the last decoder
-layer's cross-attention on one validation sentence).
+``log.csv``, ``curves.png`` (loss, lr, validation scores) and, for translation, ``attention.png``
+(the last decoder layer's cross-attention on one validation sentence). Files are read and
+checked before anything is written, so bad input never costs an existing checkpoint.
 
 Under ``torchrun --nproc_per_node=W`` the same call trains data-parallel
 (:mod:`graphattn.distributed`): every rank takes an interleaved share of each global batch of
@@ -42,12 +52,14 @@ from tqdm.auto import tqdm
 from graphattn import distributed
 from graphattn.loader import LengthBucketSampler
 from graphattn.text.checkpoint import FORMAT, VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from graphattn.text.config import RUN_FIELDS, TrainConfig, build_model, check_config, config_from_dict, load_task
+from graphattn.text.config import (RUN_FIELDS, TrainConfig, build_model, build_tokenizers, check_config,
+                                   checkpoint_tokenizers, config_from_dict, is_lm, load_task)
 from graphattn.text.data import FlatBatch, ParallelDataset, flat_collate
+from graphattn.text.diagnostics import data_warnings, empty_warning
 from graphattn.text.evaluation import evaluate_sharded
-from graphattn.text.model import Seq2Seq
+from graphattn.text.lm import LMDataset, lm_collate, perplexity
 from graphattn.text.plots import attention_example, plot_attention, plot_curves
-from graphattn.text.vocab import PAD_ID, Vocab
+from graphattn.text.tokenizer import PAD_ID, Tokenizer
 from graphattn.utils.batch import local_positions
 from graphattn.utils.checks import check_int
 
@@ -55,25 +67,36 @@ __all__ = ["TrainResult", "noam_lambda", "sampling_share", "scheduled_sampling_i
            "train_step", "train"]
 
 logger = logging.getLogger(__name__)
-LOG_FIELDS = ("step", "loss", "lr", "tokens_per_s", "valid_bleu", "valid_em")
+LOG_FIELDS = ("step", "loss", "lr", "tokens_per_s", "valid_bleu", "valid_em", "valid_ppl")
 
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns; ``model`` holds the best weights by validation BLEU."""
+    """What :func:`train` returns; ``model`` holds the best weights by the validation metric."""
 
     config: TrainConfig
-    model: Seq2Seq
-    src_vocab: Vocab
-    tgt_vocab: Vocab
+    model: nn.Module  # a Seq2Seq (TorchSeq2Seq), or a CausalLM for task "lm"
+    src_tokenizer: Optional[Tokenizer]  # None for a language model
+    tgt_tokenizer: Tokenizer  # the target side's, or the language model's
     step: int  # optimizer steps done in total (resumed runs included)
     losses: list  # the loss of each step of this run
-    valid: dict  # validation scores of the last evaluation: bleu, exact_match, n
-    best_bleu: float
-    tokens_per_s: float  # source + target tokens per second of training (validation excluded)
+    valid: dict  # scores of the last validation: bleu, exact_match, n, empty (lm: perplexity, nll, tokens)
+    metric: str  # "bleu" (translation) or "perplexity" (lm)
+    best: float  # best validation score by that metric (BLEU: highest, perplexity: lowest)
+    tokens_per_s: float  # source + target (lm: input) tokens per second of training, validation excluded
     train_seconds: float
     stopped_by: str  # "steps" or "time_limit"
-    paths: dict = field(default_factory=dict)  # last, best, log, curves, attention
+    paths: dict = field(default_factory=dict)  # last, best, log, curves (and attention for translation)
+
+    @property
+    def best_bleu(self) -> float:
+        """Best validation BLEU of a translation run (nan for a language model)."""
+        return self.best if self.metric == "bleu" else math.nan
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The language model's tokenizer (the target side's for translation)."""
+        return self.tgt_tokenizer
 
 
 # --- Pure pieces -------------------------------------------------------------------------------
@@ -135,14 +158,14 @@ def _open_log(path: Path, keep_until: int):
 
 class FlatForward(nn.Module):
     """``forward = model.forward_flat``: what ``DistributedDataParallel`` wraps, since DDP hooks
-    only ``forward`` and the padded ``Seq2Seq.forward`` would undo the flat batches."""
+    only ``forward`` and the padded ``forward`` of ``Seq2Seq`` would undo the flat batches."""
 
-    def __init__(self, model: Seq2Seq):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, src: Tensor, ptr_src: Tensor, tgt: Tensor, ptr_tgt: Tensor) -> Tensor:
-        return self.model.forward_flat(src, ptr_src, tgt, ptr_tgt)
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.model.forward_flat(*inputs)
 
 
 def split_batch(items: Sequence[int], parts: int) -> list[list[int]]:
@@ -164,18 +187,21 @@ def train_step(model: nn.Module, batch, optimizer, loss_fn, clip_norm: float, sh
                ctx: Optional[distributed.Context] = None, precision: str = "fp32") -> float:
     """One optimizer step; the loss of the whole (global) batch, a mean over its target tokens.
 
-    ``batch`` is a :class:`FlatBatch` or a list of them (micro-batches whose gradients are summed,
-    gradient accumulation). ``model`` is a :class:`~graphattn.text.model.Seq2Seq` or, across
-    processes, ``DistributedDataParallel(FlatForward(seq2seq))``. ``loss_fn`` returns the mean
+    ``batch`` is a :class:`FlatBatch` (or an :class:`~graphattn.text.lm.LMBatch`) or a list of
+    them (micro-batches whose gradients are summed, gradient accumulation). ``model`` is a
+    :class:`~graphattn.text.model.Seq2Seq` (a :class:`~graphattn.nn.CausalLM`) or, across
+    processes, ``DistributedDataParallel(FlatForward(model))``. ``loss_fn`` returns the mean
     over a micro-batch's tokens; each micro-batch is weighted by its tokens, and the gradients
     are divided by the tokens of all ranks' micro-batches together, so the step equals one
     process's step on the union of the batches. ``share``: scheduled-sampling share of inputs.
     ``precision="bf16"``: forward and loss under ``torch.autocast`` in bfloat16.
     """
     ctx = ctx or distributed.Context()
-    micro = [batch] if isinstance(batch, FlatBatch) else list(batch)
+    micro = list(batch) if isinstance(batch, list) else [batch]
     if not micro:
         raise ValueError("train_step needs at least one micro-batch")
+    if share > 0 and not all(isinstance(mb, FlatBatch) for mb in micro):
+        raise ValueError("scheduled sampling (share > 0) needs translation batches (FlatBatch)")
     raw = _unwrap(model)
     forward = model if isinstance(model, nn.parallel.DistributedDataParallel) else raw.forward_flat
     raw.train()
@@ -183,17 +209,18 @@ def train_step(model: nn.Module, batch, optimizer, loss_fn, clip_norm: float, sh
     autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     loss_sum, tokens = 0.0, 0
     for i, mb in enumerate(micro):
-        tgt_in = mb.tgt_in
+        inputs = mb.inputs
         if share > 0:
             with torch.no_grad(), autocast:
-                guess = raw.forward_flat(mb.src, mb.ptr_src, tgt_in, mb.ptr_tgt).argmax(-1)
-            tgt_in = scheduled_sampling_inputs(tgt_in, mb.ptr_tgt, guess, share)
-        n = mb.tgt_out.numel()
+                guess = raw.forward_flat(*inputs).argmax(-1)
+            inputs = (mb.src, mb.ptr_src, scheduled_sampling_inputs(mb.tgt_in, mb.ptr_tgt, guess, share), mb.ptr_tgt)
+        n = mb.labels.numel()
         # DDP all-reduces the gradients during the last micro-batch's backward only.
         with distributed.no_sync(model, sync=i == len(micro) - 1):
             with autocast:
-                # The model returns log-probabilities; CrossEntropyLoss's log_softmax leaves them unchanged.
-                loss = loss_fn(forward(mb.src, mb.ptr_src, tgt_in, mb.ptr_tgt), mb.tgt_out) * n
+                # Seq2Seq returns log-probabilities, which CrossEntropyLoss's log_softmax leaves
+                # unchanged; CausalLM returns logits.
+                loss = loss_fn(forward(*inputs), mb.labels) * n
             loss.backward()
         loss_sum, tokens = loss_sum + loss.item(), tokens + n
     loss_sum, tokens = distributed.all_sum([loss_sum, tokens], ctx)
@@ -241,73 +268,106 @@ class _Run:
     config: TrainConfig
     ctx: distributed.Context
     paths: dict
-    pairs: dict
-    src_vocab: Vocab
-    tgt_vocab: Vocab
-    train_set: ParallelDataset
-    model: Seq2Seq
+    data: dict  # train/valid pairs (translation) or documents (lm)
+    src_tokenizer: Optional[Tokenizer]
+    tgt_tokenizer: Tokenizer
+    train_set: object  # ParallelDataset or LMDataset
+    valid_set: Optional[LMDataset]  # lm only: translation validates on the pairs
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     global_batch: dict
     step: int = 0
     epoch: int = 0
     position: int = 0  # batches of the epoch already done
-    best_bleu: float = -math.inf
+    best: float = -math.inf  # best score so far, higher is better (BLEU, or minus the perplexity)
+
+    @property
+    def lm(self) -> bool:
+        return self.valid_set is not None
 
     def checkpoint(self, valid: dict, rng_ranks: list) -> dict:
+        if self.lm:
+            vocab = {"text": self.tgt_tokenizer.to_dict()}
+            best = {"metric": "perplexity", "value": -self.best}
+        else:
+            vocab = {"src": self.src_tokenizer.to_dict(), "tgt": self.tgt_tokenizer.to_dict()}
+            best = {"metric": "bleu", "value": self.best}
         return {"format": FORMAT, "version": VERSION, "step": self.step, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_ranks[0], "rng_ranks": rng_ranks,
                 "data": {"epoch": self.epoch, "batch": self.position, "global_batch": self.global_batch,
                          "world_size": self.ctx.world_size},
-                "config": asdict(self.config),
-                "vocab": {"src": self.src_vocab.to_dict(), "tgt": self.tgt_vocab.to_dict()},
-                "best_bleu": self.best_bleu, "valid": valid}
+                "config": asdict(self.config), "vocab": vocab, "best": best, "valid": valid}
 
 
 def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
     out = Path(config.out)
-    paths = {"last": out / "last.pt", "best": out / "best.pt", "log": out / "log.csv",
-             "curves": out / "curves.png", "attention": out / "attention.png"}
+    paths = {"last": out / "last.pt", "best": out / "best.pt", "log": out / "log.csv", "curves": out / "curves.png"}
     ckpt = load_checkpoint(paths["last"]) if config.resume else None
     if ckpt is not None:
         config = replace(config_from_dict(ckpt["config"]), **{k: getattr(config, k) for k in RUN_FIELDS})
         check_config(config)
+    if not is_lm(config):
+        paths["attention"] = out / "attention.png"
+    torch.manual_seed(config.seed)  # inside train()'s fork_rng: the caller's generator is restored
+    run = _build(config, ctx, paths, ckpt)  # reads and checks every file before anything is written
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)  # inside train()'s fork_rng: the caller's generator is restored
-    run = _build(config, ctx, paths, ckpt)
+        for message in _data_warnings(run):
+            logger.warning("%s", message)
     losses, valid, stopped_by, tokens, seconds = _loop(run)
     distributed.barrier(ctx)  # rank 0 has written best.pt before anyone reads it
     if paths["best"].exists():  # report, plot and return the best weights, not the last
         run.model.load_state_dict(load_checkpoint(paths["best"])["model"])
     run.model.cpu().eval()
     if ctx.is_main:
+        message = None if run.lm else empty_warning(valid.get("empty", 0), valid.get("n", 0))
+        if message:
+            logger.warning("%s", message)
         _plot(run)
-    return TrainResult(run.config, run.model, run.src_vocab, run.tgt_vocab, run.step, losses, valid, run.best_bleu,
-                       tokens / seconds if seconds else 0.0, seconds, stopped_by, paths)
+    metric, best = ("perplexity", -run.best) if run.lm else ("bleu", run.best)
+    return TrainResult(run.config, run.model, run.src_tokenizer, run.tgt_tokenizer, run.step, losses, valid, metric,
+                       best, tokens / seconds if seconds else 0.0, seconds, stopped_by, paths)
+
+
+def _tokenizers(config: TrainConfig, ctx: distributed.Context, data: dict, ckpt: Optional[dict]):
+    """The run's tokenizers: from the checkpoint when resuming, else trained on the training text
+    by rank 0 and handed to the others (every rank must use the very same ids)."""
+    if ckpt is not None:
+        return checkpoint_tokenizers(ckpt, config)
+    trained = build_tokenizers(config, data) if ctx.is_main else None
+    if not ctx.distributed:
+        return trained
+    dicts = [None if t is None else t.to_dict() for t in trained] if trained else []
+    shared = distributed.gather_shards([dicts] if ctx.is_main else [], ctx)[0]
+    return tuple(None if d is None else Tokenizer.from_dict(d) for d in shared)
 
 
 def _build(config: TrainConfig, ctx: distributed.Context, paths: dict, ckpt: Optional[dict]) -> _Run:
-    """Data, vocabularies, model, optimizer and schedule; from the checkpoint when resuming."""
-    pairs = load_task(config)
-    if ckpt is not None:
-        src_vocab, tgt_vocab = Vocab.from_dict(ckpt["vocab"]["src"]), Vocab.from_dict(ckpt["vocab"]["tgt"])
+    """Data, tokenizers, model, optimizer and schedule; from the checkpoint when resuming."""
+    data = load_task(config)
+    src_tok, tgt_tok = _tokenizers(config, ctx, data, ckpt)
+    if is_lm(config):
+        train_set, valid_set = LMDataset(data["train"], tgt_tok, config.context), LMDataset(data["valid"], tgt_tok, config.context)
+        if not len(train_set) or not len(valid_set):
+            raise ValueError(f"need training and validation text, got {train_set.num_tokens} and "
+                             f"{valid_set.num_tokens} tokens to predict")
     else:
-        src_vocab, tgt_vocab = Vocab.build(s for s, _ in pairs["train"]), Vocab.build(t for _, t in pairs["train"])
-    train_set = ParallelDataset(pairs["train"], src_vocab, tgt_vocab)
-    if not len(train_set) or not pairs["valid"]:
-        raise ValueError(f"need training and validation pairs, got {len(train_set)} and {len(pairs['valid'])}")
-    model = build_model(config, len(src_vocab), len(tgt_vocab)).to(ctx.device)
+        train_set, valid_set = ParallelDataset(data["train"], src_tok, tgt_tok, config.max_len), None
+        if not len(train_set) or not data["valid"]:
+            raise ValueError(f"need training and validation pairs, got {len(train_set)} and {len(data['valid'])}")
+    model = build_model(config, None if src_tok is None else len(src_tok), len(tgt_tok)).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, noam_lambda(config.d_model, config.warmup, config.lr_factor))
     # The global batch (what one optimizer step sees) is fixed when a run starts; a resumed run
     # keeps it whatever its number of processes, so it continues with the very same batches.
     parts = ctx.world_size * config.accumulate  # micro-batches in a global batch
-    batch_size = config.batch_size or (None if config.max_tokens else 128)
+    batch_size = config.batch_size or (None if config.max_tokens else 16 if valid_set is not None else 128)
     global_batch = {"batch_size": batch_size and batch_size * parts,
                     "max_tokens": config.max_tokens and config.max_tokens * parts}
-    run = _Run(config, ctx, paths, pairs, src_vocab, tgt_vocab, train_set, model, optimizer, scheduler, global_batch)
+    run = _Run(config, ctx, paths, data, src_tok, tgt_tok, train_set, valid_set, model, optimizer, scheduler,
+               global_batch)
     if ckpt is not None:
         _restore(run, ckpt)
     elif ctx.rank > 0:
@@ -325,18 +385,27 @@ def _restore(run: _Run, ckpt: dict) -> None:
         torch.manual_seed(_rank_seed(run.config.seed, ckpt["step"], run.ctx.rank))
     run.step, run.epoch, run.position = ckpt["step"], ckpt["data"]["epoch"], ckpt["data"]["batch"]
     run.global_batch = ckpt["data"].get("global_batch", run.global_batch)
-    run.best_bleu = ckpt.get("best_bleu", -math.inf)
+    best = ckpt.get("best") or {"metric": "bleu", "value": ckpt.get("best_bleu", -math.inf)}  # version 1: best_bleu
+    run.best = -best["value"] if best["metric"] == "perplexity" else best["value"]
+
+
+def _data_warnings(run: _Run) -> list:
+    """What the data cannot teach: see :func:`~graphattn.text.diagnostics.data_warnings`."""
+    if run.lm:
+        return data_warnings(None, run.tgt_tokenizer, valid_texts=run.data["valid"])
+    return data_warnings(run.src_tokenizer, run.tgt_tokenizer, run.data["valid"], run.train_set, run.config.max_len)
 
 
 def _batches(run: _Run, sampler: LengthBucketSampler):
     """The micro-batches of each step from where the run stands, epoch after epoch, forever."""
+    collate = lm_collate if run.lm else flat_collate
     while True:
         sampler.set_epoch(run.epoch)
         batches = list(sampler)
         while run.position < len(batches):
             items = batches[run.position]
             run.position += 1
-            yield [flat_collate([run.train_set[i] for i in part]).to(run.ctx.device)
+            yield [collate([run.train_set[i] for i in part]).to(run.ctx.device)
                    for part in split_batch(items, run.config.accumulate)]
         run.epoch, run.position = run.epoch + 1, 0
 
@@ -376,7 +445,7 @@ def _loop(run: _Run):
             row = {"step": run.step, "loss": f"{loss:.6f}", "lr": f"{lr:.6g}", "tokens_per_s": f"{batch_tokens / took:.0f}"}
             if run.step % config.eval_every == 0 or run.step == config.steps or over_time:
                 valid = _validate(run)
-                row.update(valid_bleu=f"{valid['bleu']:.2f}", valid_em=f"{valid['exact_match']:.2f}")
+                row.update(_log_scores(valid))
             if log is not None:
                 log.writerow(row)
                 log_file.flush()
@@ -389,15 +458,30 @@ def _loop(run: _Run):
     return losses, valid, stopped_by, tokens, seconds
 
 
+def _log_scores(valid: dict) -> dict:
+    if "perplexity" in valid:
+        return {"valid_ppl": f"{valid['perplexity']:.4f}"}
+    return {"valid_bleu": f"{valid['bleu']:.2f}", "valid_em": f"{valid['exact_match']:.2f}"}
+
+
 def _validate(run: _Run) -> dict:
     """Validation scores; the last and (if better) the best checkpoint are written by rank 0."""
     ctx = run.ctx
-    valid = evaluate_sharded(run.model, run.src_vocab, run.tgt_vocab, run.pairs["valid"], run.config.max_len, ctx)
-    if ctx.is_main:
-        logger.info("step %d: valid BLEU %.2f, exact match %.1f%%", run.step, valid["bleu"], valid["exact_match"])
+    if run.lm:
+        batch_size = run.global_batch["batch_size"] or 16
+        valid = perplexity(run.model, run.valid_set, max(1, batch_size // ctx.world_size), ctx)
+        score = -valid["perplexity"]
+        if ctx.is_main:
+            logger.info("step %d: valid perplexity %.3f (%.4f nats a token)", run.step, valid["perplexity"], valid["nll"])
+    else:
+        valid = evaluate_sharded(run.model, run.src_tokenizer, run.tgt_tokenizer, run.data["valid"],
+                                 run.config.max_len, ctx)
+        score = valid["bleu"]
+        if ctx.is_main:
+            logger.info("step %d: valid BLEU %.2f, exact match %.1f%%", run.step, valid["bleu"], valid["exact_match"])
     rng_ranks = distributed.gather_shards([rng_state()], ctx)
-    improved = valid["bleu"] > run.best_bleu
-    run.best_bleu = max(run.best_bleu, valid["bleu"])
+    improved = score > run.best
+    run.best = max(run.best, score)
     if ctx.is_main:
         if improved:
             save_checkpoint(run.checkpoint(valid, rng_ranks), run.paths["best"])
@@ -407,7 +491,9 @@ def _validate(run: _Run) -> dict:
 
 def _plot(run: _Run) -> None:
     plot_curves(run.paths["log"], run.paths["curves"])
-    example = run.pairs["valid"][0][0]
-    weights, src_tokens, out_tokens = attention_example(run.model, run.src_vocab, run.tgt_vocab, example,
-                                                         run.config.max_len)
+    if run.lm:
+        return
+    example = run.data["valid"][0][0]
+    weights, src_tokens, out_tokens = attention_example(run.model, run.src_tokenizer, run.tgt_tokenizer, example,
+                                                        run.config.max_len)
     plot_attention(weights, src_tokens, out_tokens, run.paths["attention"], title="cross-attention, last decoder layer")

@@ -5,10 +5,10 @@ import sacrebleu
 import torch
 
 from graphattn.loader import LengthBucketSampler
-from graphattn.text.data import ParallelDataset, collate, read_parallel, split_pairs
+from graphattn.text.data import ParallelDataset, collate, read_lines, read_parallel, split_pairs
 from graphattn.text.metrics import bleu, exact_match
-from graphattn.text.numbers import core_numbers, normalize, number_pairs, number_splits, numbers_task
-from graphattn.text.vocab import BOS_ID, EOS_ID, HYPHEN, PAD_ID, UNK_ID, Vocab, detokenize, tokenize
+from graphattn.text.numbers import SHOWCASE, core_numbers, normalize, number_pairs, number_splits, numbers_task, round_parts
+from graphattn.text.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer, tokenize
 
 SMALL = dict(max_number=999_999, train_size=600, valid_size=100, test_size=100)
 
@@ -56,8 +56,18 @@ def test_splits_cover_range_exactly():
     c = len(core_numbers(mx))
     rest = mx + 1 - c
     s = number_splits(3, mx, train_size=c + rest // 3, valid_size=rest // 4,
-                      test_size=rest - rest // 3 - rest // 4)
+                      test_size=rest - rest // 3 - rest // 4, held_out=())
     assert sorted(s["train"] + s["valid"] + s["test"]) == list(range(mx + 1))
+    assert s["test_round"] == []  # nothing is left for it
+
+
+def test_showcase_numbers_are_in_no_split():
+    s = number_splits(0, **SMALL)
+    assert all(set(v).isdisjoint(SHOWCASE) for v in s.values())
+    mx = 2_500  # splits that take every number they may: all but the showcase's 412 and 1001
+    c, rest = len(core_numbers(mx)), mx + 1 - len(core_numbers(mx)) - 2
+    s = number_splits(3, mx, train_size=c + rest // 3, valid_size=rest // 4, test_size=rest - rest // 3 - rest // 4)
+    assert sorted(s["train"] + s["valid"] + s["test"]) == sorted(set(range(mx + 1)) - {412, 1_001})
 
 
 def test_task_sentences_disjoint(task):
@@ -78,10 +88,27 @@ def test_valid_test_tokens_in_train(max_number):
     size = min(30, (max_number + 1 - core) // 3)
     task = numbers_task(seed=0, max_number=max_number, train_size=core + size,
                         valid_size=size, test_size=size)
-    vocab_en = Vocab.build(en for en, _ in task["train"])
-    vocab_fr = Vocab.build(fr for _, fr in task["train"])
-    for en, fr in task["valid"] + task["test"]:
+    vocab_en = Tokenizer.train((en for en, _ in task["train"]), "word")
+    vocab_fr = Tokenizer.train((fr for _, fr in task["train"]), "word")
+    for en, fr in task["valid"] + task["test"] + task["test_round"]:
         assert UNK_ID not in vocab_en.encode(en) and UNK_ID not in vocab_fr.encode(fr)
+
+
+def test_round_numbers_are_represented_in_train_and_tested_apart():
+    s = number_splits(0, train_size=20_000, valid_size=500, test_size=1_000)
+    sets = {k: set(v) for k, v in s.items()}
+    assert len(s["test_round"]) == 1_000 == len(sets["test_round"])
+    assert all(sets[a].isdisjoint(sets[b]) for a in sets for b in sets if a < b)
+    rounds = set(round_parts(999))
+    assert all(n // 1000 in rounds or n % 1000 in rounds for n in s["test_round"])
+    # The forms uniform draws hit once in a thousand numbers: "x thousand" alone, "one thousand y".
+    train = [n for n in s["train"] if n >= 1000]
+    assert sum(n % 1000 == 0 for n in train) / len(train) > 0.03
+    assert sum(n // 1000 == 1 for n in train) / len(train) > 0.02
+    uniform = number_splits(0, train_size=20_000, valid_size=500, test_size=1_000, round_share=0.0)["train"]
+    assert sum(n % 1000 == 0 for n in uniform if n >= 1000) / len(uniform) < 0.005
+    # valid and test stay uniform draws: their share of round thousands is that of the range
+    assert sum(n % 1000 == 0 for n in s["test"] + s["valid"]) < 10
 
 
 def test_split_errors():
@@ -91,81 +118,39 @@ def test_split_errors():
         number_splits(max_number=200, train_size=150, valid_size=50, test_size=50)
     with pytest.raises(ValueError, match="valid_size"):
         number_splits(valid_size=-1)
-
-
-# --- tokenisation and vocabulary -------------------------------------------------------------
-
-
-def test_tokenize_hyphens():
-    assert tokenize("quatre-vingt-dix-sept") == ["quatre", HYPHEN, "vingt", HYPHEN, "dix", HYPHEN, "sept"]
-    assert tokenize("a - b -c d-") == ["a", "-", "b", "-c", "d-"]  # only inner hyphens split
-    for s in ["a - b -c d-", "x-y z", "", "quatre-vingts"]:
-        assert detokenize(tokenize(s)) == s
-
-
-def test_tokenize_round_trip_thousands():
-    rng = random.Random(0)
-    numbers = [rng.randrange(1_000_000) for _ in range(2_000)] + list(range(101))
-    for en, fr in number_pairs(numbers):
-        for s in (en, fr):
-            assert detokenize(tokenize(s)) == s
-
-
-def test_vocab_round_trip(task):
-    vocab = Vocab.build(fr for _, fr in task["train"])
-    assert vocab.itos[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
-    assert (vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id) == (0, 1, 2, 3)
-    assert len(vocab) == len(vocab.itos) == len(vocab.stoi)
-    for _, fr in task["valid"]:
-        ids = vocab.encode(fr)
-        assert ids[-1] == EOS_ID and UNK_ID not in ids
-        assert vocab.decode(ids) == fr
-        assert vocab.decode(torch.tensor(vocab.encode(fr, add_bos=True))) == fr
-    assert vocab.encode("un", add_eos=False) == [vocab.stoi["un"]]
-
-
-def test_vocab_unknown_and_specials():
-    vocab = Vocab.build(["a b b", "b c"], min_freq=2)
-    assert vocab.itos == ["<pad>", "<bos>", "<eos>", "<unk>", "b"]
-    assert vocab.encode("a b zzz") == [UNK_ID, 4, UNK_ID, EOS_ID]
-    assert vocab.decode([BOS_ID, 4, UNK_ID, EOS_ID, 4, PAD_ID]) == "b <unk>"  # stops at eos
-    assert vocab.decode([BOS_ID, 4, EOS_ID], strip_special=False) == "<bos> b <eos>"
-    with pytest.raises(ValueError, match="must start with"):
-        Vocab(["a", "b"])
-    with pytest.raises(ValueError, match="distinct"):
-        Vocab(["<pad>", "<bos>", "<eos>", "<unk>", "a", "a"])
-
-
-def test_vocab_build_is_deterministic():
-    # Ties in frequency break alphabetically, so the order of the corpus does not matter.
-    assert Vocab.build(["c b a", "a"]).itos == Vocab.build(["a", "a b c"]).itos
-
-
-def test_vocab_through_torch_save(tmp_path, task):
-    vocab = Vocab.build(en for en, _ in task["train"])
-    path = tmp_path / "ckpt.pt"
-    torch.save({"vocab": vocab.to_dict(), "w": torch.zeros(2)}, path)
-    loaded = Vocab.from_dict(torch.load(path, weights_only=True)["vocab"])
-    assert loaded.itos == vocab.itos
-    en = task["test"][0][0]
-    assert loaded.encode(en) == vocab.encode(en)
-    with pytest.raises(ValueError, match="tokens"):
-        Vocab.from_dict({"itos": []})
+    with pytest.raises(ValueError, match="round_share"):
+        number_splits(round_share=1.5)
 
 
 # --- datasets and files ----------------------------------------------------------------------
 
 
-def test_parallel_dataset(task):
-    sv = Vocab.build(en for en, _ in task["train"])
-    tv = Vocab.build(fr for _, fr in task["train"])
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_parallel_dataset(task, kind):
+    sv = Tokenizer.train((en for en, _ in task["train"]), kind, 400)
+    tv = Tokenizer.train((fr for _, fr in task["train"]), kind, 400)
     ds = ParallelDataset(task["valid"], sv, tv)
-    assert len(ds) == 100
+    assert len(ds) == 100 and ds.truncated == 0
     src, tgt = ds[3]
     assert src.dtype == tgt.dtype == torch.long
     assert src[-1] == EOS_ID and BOS_ID not in tgt.tolist() and EOS_ID not in tgt.tolist()
     assert sv.decode(src) == task["valid"][3][0] and tv.decode(tgt) == task["valid"][3][1]
     assert ds.lengths[3] == max(len(src), len(tgt) + 1)
+
+
+def test_parallel_dataset_cuts_at_max_len(task):
+    sv = Tokenizer.train((en for en, _ in task["train"]), "word")
+    tv = Tokenizer.train((fr for _, fr in task["train"]), "word")
+    max_len = 6
+    ds = ParallelDataset(task["valid"], sv, tv, max_len=max_len)
+    src_lengths = [len(tokenize(en)) for en, _ in task["valid"]]
+    tgt_lengths = [len(tokenize(fr)) for _, fr in task["valid"]]
+    assert ds.truncated == sum(s > max_len - 1 or t > max_len - 1 for s, t in zip(src_lengths, tgt_lengths)) > 0
+    for (src, tgt), n_src, n_tgt in zip(ds, src_lengths, tgt_lengths):
+        assert len(src) == min(n_src, max_len - 1) + 1 and src[-1] == EOS_ID
+        assert len(tgt) == min(n_tgt, max_len - 1)
+    with pytest.raises(ValueError, match="max_len"):
+        ParallelDataset(task["valid"], sv, tv, max_len=1)
 
 
 def test_read_parallel(tmp_path):
@@ -184,6 +169,28 @@ def test_read_parallel_errors(tmp_path):
     tgt.write_text("un\ndeux\ntrois\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"2 in .*a\.en.* 3 in .*a\.fr"):
         read_parallel(src, tgt)
+    tgt.write_text(" \n\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"a\.fr' is empty"):
+        read_parallel(src, tgt)
+    tgt.write_bytes("un\ndeux\ntr\u00e8s bien\n".encode("latin-1"))  # not UTF-8 on line 3, 3rd byte
+    with pytest.raises(ValueError, match=r"a\.fr' is not UTF-8 text: line 3, byte 3 is b'\\xe8'"):
+        read_parallel(src, tgt)
+
+
+def test_read_lines_keeps_files_aligned(tmp_path):
+    path = tmp_path / "a.txt"
+    # A byte-order mark, CRLF ends and a line separator (U+2028) inside a line: still 3 lines.
+    path.write_bytes(b"\xef\xbb\xbfone\r\ntwo\xe2\x80\xa8halves\r\n\xce\xb1\xce\xb2\n")
+    assert read_lines(path) == ["one", "two halves", "\u03b1\u03b2"]
+
+
+def test_read_parallel_warns_about_skipped_pairs(tmp_path, caplog):
+    src, tgt = tmp_path / "a.en", tmp_path / "a.fr"
+    src.write_text("one\n\nthree\n", encoding="utf-8")
+    tgt.write_text("un\ndeux\n\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="graphattn.text.data"):
+        assert read_parallel(src, tgt) == [("one", "un")]
+    assert "skipped 2 line pair(s) with an empty side (line 2, 3)" in caplog.text
 
 
 def test_split_pairs():
@@ -310,8 +317,8 @@ def test_sampler_errors():
 
 
 def test_dataloader_end_to_end(task):
-    sv = Vocab.build(en for en, _ in task["train"])
-    tv = Vocab.build(fr for _, fr in task["train"])
+    sv = Tokenizer.train((en for en, _ in task["train"]), "word")
+    tv = Tokenizer.train((fr for _, fr in task["train"]), "word")
     ds = ParallelDataset(task["train"], sv, tv)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=LengthBucketSampler(ds.lengths, max_tokens=512),
                                          collate_fn=collate)

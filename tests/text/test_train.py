@@ -2,8 +2,11 @@
 import csv
 import dataclasses
 import io
+import json
 import math
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,12 +16,14 @@ from graphattn import patterns as P
 from graphattn.text.checkpoint import REQUIRED_KEYS, load_checkpoint, save_checkpoint
 from graphattn.text.config import TrainConfig, build_model, load_model
 from graphattn.text.data import ParallelDataset, flat_collate
+from graphattn.nn import CausalLM
 from graphattn.text.decoding import greedy_decode
+from graphattn.text.evaluation import translate
 from graphattn.text.model import Seq2Seq, TorchSeq2Seq
-from graphattn.text.numbers import number_pairs
+from graphattn.text.numbers import normalize, number_pairs
 from graphattn.text.plots import cross_attention
 from graphattn.text.train import noam_lambda, sampling_share, scheduled_sampling_inputs, train, train_step
-from graphattn.text.vocab import BOS_ID, Vocab
+from graphattn.text.tokenizer import BOS_ID, Tokenizer
 
 
 def tiny(tmp_path, name="run", **changes) -> TrainConfig:
@@ -76,10 +81,10 @@ def test_config_stores_pattern_specs_and_reloads_them(tmp_path):
     ckpt = load_checkpoint(result.paths["last"])
     assert ckpt["config"]["encoder_pattern"] == "window:2"
     assert set(REQUIRED_KEYS) <= set(ckpt)
-    model, src_vocab, tgt_vocab, config = load_model(result.paths["last"])
+    model, src_tok, tgt_tok, config = load_model(result.paths["last"])
     assert model.transformer.encoder.layers[0].pattern == P.window(2)
     assert model.transformer.decoder.layers[0].pattern == P.causal() & P.window(3)
-    assert src_vocab.itos == result.src_vocab.itos and tgt_vocab.itos == result.tgt_vocab.itos
+    assert src_tok == result.src_tokenizer and tgt_tok == result.tgt_tokenizer
 
 
 # --- Checkpoint files ---------------------------------------------------------------------------
@@ -175,7 +180,7 @@ def test_scheduled_sampling_inputs():
 def test_train_step_feeds_predictions_with_scheduled_sampling():
     torch.manual_seed(0)
     pairs = number_pairs(range(20, 30))
-    src_vocab, tgt_vocab = Vocab.build(s for s, _ in pairs), Vocab.build(t for _, t in pairs)
+    src_vocab, tgt_vocab = Tokenizer.train((s for s, _ in pairs), "word"), Tokenizer.train((t for _, t in pairs), "word")
     batch = flat_collate([ParallelDataset(pairs, src_vocab, tgt_vocab)[i] for i in range(10)])
     model = build_model(TrainConfig(d_model=16, nhead=2, layers=1, ff=32, dropout=0.0), len(src_vocab), len(tgt_vocab))
     seen = []
@@ -210,8 +215,8 @@ def test_reference_torch_trains_and_decodes(tmp_path):
     result = train(tiny(tmp_path, steps=30, reference_torch=True))
     assert isinstance(result.model, TorchSeq2Seq)
     assert sum(result.losses[-5:]) < 0.8 * sum(result.losses[:5])
-    graph = build_model(dataclasses.replace(result.config, reference_torch=False), len(result.src_vocab),
-                        len(result.tgt_vocab))
+    graph = build_model(dataclasses.replace(result.config, reference_torch=False), len(result.src_tokenizer),
+                        len(result.tgt_tokenizer))
     assert sum(p.numel() for p in graph.parameters()) == sum(p.numel() for p in result.model.parameters())
     src, ptr = torch.tensor([4, 5, 2, 6, 7, 8, 2]), torch.tensor([0, 3, 7])
     cached, plain = (greedy_decode(result.model, src, ptr, 12, use_cache=c) for c in (True, False))
@@ -288,3 +293,174 @@ def test_bad_cli_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert "error:" in err and message in err and "Traceback" not in err
+
+
+# --- Tokenizers, language models, warnings and bad files -----------------------------------------
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_version_one_checkpoint_loads_and_translates_as_before():
+    # numbers_v1.pt was written by graphattn before subword tokenizers (version 1, word lists),
+    # numbers_v1.json holds what that release's code translated with it.
+    expected = json.loads((DATA / "numbers_v1.json").read_text())
+    ckpt = load_checkpoint(DATA / "numbers_v1.pt")
+    assert ckpt["version"] == 1 and "tokens" in ckpt["vocab"]["src"]
+    model, src_tok, tgt_tok, config = load_model(DATA / "numbers_v1.pt")
+    assert src_tok.kind == tgt_tok.kind == "word"
+    assert [src_tok.encode(s) for s in expected["sentences"]] == expected["src_ids"]
+    assert translate(model, src_tok, tgt_tok, expected["sentences"], 24) == expected["translations"]
+
+
+def test_version_one_checkpoint_resumes_as_version_two(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    shutil.copy(DATA / "numbers_v1.pt", out / "last.pt")
+    old = load_checkpoint(out / "last.pt")
+    result = train(tiny(tmp_path, "old", steps=old["step"] + 2, resume=True))
+    new = load_checkpoint(result.paths["last"])
+    assert new["version"] == 2 and new["step"] == old["step"] + 2
+    assert Tokenizer.from_dict(new["vocab"]["tgt"]) == Tokenizer.from_dict(old["vocab"]["tgt"])
+    assert new["best"]["metric"] == "bleu"
+
+
+def test_unknown_checkpoint_versions_fail_clearly(tmp_path):
+    ckpt = load_checkpoint(DATA / "numbers_v1.pt")
+    save_checkpoint(ckpt | {"version": 7}, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match=r"version 7, expected 'graphattn-checkpoint' version 1 or 2"):
+        load_model(tmp_path / "future.pt")
+
+
+def write_pairs(tmp_path, pairs, stem="train"):
+    src, tgt = tmp_path / f"{stem}.src", tmp_path / f"{stem}.tgt"
+    src.write_text("\n".join(s for s, _ in pairs) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(t for _, t in pairs) + "\n", encoding="utf-8")
+    return str(src), str(tgt)
+
+
+@pytest.mark.parametrize("flags, kinds, shared", [([], ("bpe", "bpe"), False),
+                                                  (["--tokenizer", "unigram", "--shared-vocab"], ("unigram", "unigram"), True),
+                                                  (["--tokenizer", "char"], ("char", "char"), False)])
+def test_files_train_subword_tokenizers_by_default(tmp_path, flags, kinds, shared):
+    src, tgt = write_pairs(tmp_path, number_pairs(range(0, 300, 3)))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--src", src, "--tgt", tgt, *TINY_FLAGS, "--steps", "1", "--vocab-size", "300",
+                     "--out", str(out), *flags]) == 0
+    vocab = load_checkpoint(out / "last.pt")["vocab"]
+    assert (vocab["src"]["kind"], vocab["tgt"]["kind"]) == kinds
+    assert (vocab["src"] == vocab["tgt"]) == shared
+
+
+def warnings_of(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_warnings_about_unlearnable_data_are_given_once(tmp_path, caplog):
+    # English -> Dutch number words: each Dutch number is one compound word, unknown to word tokens.
+    from num2words import num2words
+
+    numbers = list(range(100, 400, 2))
+    pairs = [(normalize(num2words(n, lang="en")), num2words(n, lang="nl")) for n in numbers]
+    src, tgt = write_pairs(tmp_path, pairs)
+    base = ["train", "--src", src, "--tgt", tgt, *TINY_FLAGS, "--steps", "4", "--eval-every", "2",
+            "--valid-fraction", "0.2"]  # the last --max-len given counts
+    with caplog.at_level("WARNING"):
+        assert cli.main([*base, "--tokenizer", "word", "--max-len", "6", "--out", str(tmp_path / "word")]) == 0
+    err = warnings_of(caplog)
+    assert err.count("of the target validation tokens are unknown (<unk>) to the word tokenizer") == 1
+    assert "100.0% of the target" in err and "source validation" not in err  # English words repeat
+    assert err.count("training pairs are longer than --max-len (6) tokens and were cut") == 1
+    assert err.count("translations are empty") <= 1  # two validations, one warning at the end
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert cli.main([*base, "--vocab-size", "300", "--out", str(tmp_path / "bpe")]) == 0
+    assert "unknown (<unk>)" not in warnings_of(caplog)
+
+
+def test_empty_translations_are_reported(tmp_path, capsys, caplog, trained):
+    ckpt = load_checkpoint(trained.paths["best"])
+    ckpt["model"]["generator.bias"][2] = 1e4  # <eos> first, always
+    save_checkpoint(ckpt, tmp_path / "mute.pt")
+    with caplog.at_level("WARNING"):
+        assert cli.main(["translate", "--checkpoint", str(tmp_path / "mute.pt"), "one", "two", "three"]) == 0
+    assert capsys.readouterr().out == "\n\n\n"
+    assert warnings_of(caplog).count("3 of 3 translations are empty") == 1
+
+
+@pytest.mark.parametrize("bad", ["undecodable", "empty", "lines"])
+def test_bad_files_are_refused_before_a_checkpoint_is_touched(tmp_path, bad):
+    src, tgt = write_pairs(tmp_path, number_pairs(range(0, 300, 3)))
+    config = tiny(tmp_path, "run", src=src, tgt=tgt, vocab_size=300, steps=2)
+    train(config)
+    before = {p.name: p.read_bytes() for p in Path(config.out).iterdir()}
+    good = Path(tgt).read_bytes()
+    if bad == "undecodable":  # a byte that starts no UTF-8 character, in the line "soixante"
+        Path(tgt).write_bytes(good.replace("soixante".encode(), b"soix\xe2nte", 1))
+        message = r"train.tgt' is not UTF-8 text: line \d+, byte 5 is b'\\xe2'"
+    elif bad == "empty":
+        Path(tgt).write_text("\n")
+        message = "train.tgt' is empty"
+    else:
+        Path(tgt).write_bytes(good + b"un de trop\n")
+        message = "same number of lines"
+    for resume in (False, True):  # a new run into the same directory, and a resumed one
+        with pytest.raises(ValueError, match=message):
+            train(dataclasses.replace(config, resume=resume, steps=4))
+        assert {p.name: p.read_bytes() for p in Path(config.out).iterdir()} == before
+
+
+def write_code(tmp_path, count=6):
+    paths = []
+    for i in range(count):
+        lines = [f"def f{i}_{j}(x):\n    return x * {j} + {i}\n" for j in range(12)]
+        path = tmp_path / f"mod{i}.py"
+        path.write_text("".join(lines), encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def lm_config(tmp_path, name="lm", **changes) -> TrainConfig:
+    config = TrainConfig(task="lm", text=write_code(tmp_path), valid_fraction=0.2, context=16, d_model=32, nhead=4,
+                         layers=1, ff=64, batch_size=8, warmup=10, lr_factor=2.0, steps=12, eval_every=6,
+                         vocab_size=300, out=str(tmp_path / name), progress=False,
+                         decoder_pattern="causal&window:8", positional="relative")
+    return dataclasses.replace(config, **changes)
+
+
+def test_language_model_trains_validates_and_resumes(tmp_path):
+    whole = train(lm_config(tmp_path, "whole"))
+    assert isinstance(whole.model, CausalLM) and whole.metric == "perplexity" and whole.src_tokenizer is None
+    assert whole.model.pattern == P.causal() & P.window(8) and whole.model.positional == "relative"
+    assert sum(whole.losses[-3:]) < 0.8 * sum(whole.losses[:3])
+    assert whole.best == min(whole.best, whole.valid["perplexity"]) and whole.best < len(whole.tokenizer)
+    assert math.isnan(whole.best_bleu) and "attention" not in whole.paths and whole.paths["curves"].is_file()
+    with open(whole.paths["log"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows if r["valid_ppl"]] == ["6", "12"]
+    ckpt = load_checkpoint(whole.paths["best"])
+    assert ckpt["vocab"]["text"]["kind"] == "bpe" and ckpt["best"]["metric"] == "perplexity"
+    first = train(lm_config(tmp_path, "parts", steps=6))
+    second = train(lm_config(tmp_path, "parts", resume=True))
+    assert first.losses + second.losses == pytest.approx(whole.losses, abs=1e-6)
+
+
+def test_cli_language_model_generate_and_evaluate(tmp_path, capsys):
+    text = write_code(tmp_path)
+    out = tmp_path / "cli-lm"
+    assert cli.main(["train", "--task", "lm", "--text", *text, "--context", "16", "--d-model", "32", "--layers", "1",
+                     "--ff", "64", "--batch-size", "8", "--steps", "3", "--vocab-size", "300", "--threads", "1",
+                     "--no-progress", "--out", str(out)]) == 0
+    assert "best validation perplexity" in capsys.readouterr().out
+    best = str(out / "best.pt")
+    assert cli.main(["generate", "--checkpoint", best, "def f", "--max-new-tokens", "5", "--seed", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("def f")
+    assert cli.main(["evaluate", "--checkpoint", best, "--text", text[0]]) == 0
+    assert "perplexity" in capsys.readouterr().out
+    for argv, message in [(["translate", "--checkpoint", best, "one"], "holds a language model: use graphattn generate"),
+                          (["generate", "--checkpoint", str(DATA / "numbers_v1.pt"), "x"], "holds a translation model"),
+                          (["train", "--task", "lm"], "needs text files"),
+                          (["train", "--text", text[0]], "text and valid_text are the files of task 'lm'")]:
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        assert message in capsys.readouterr().err
