@@ -9,10 +9,11 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import degree
 
-from graphattn.nn.pairs import Pairs, as_band, as_edge_index, graph_edges_first, pattern_layout, sorted_edges
+from graphattn.nn.pairs import (Pairs, as_band, as_edge_index, band_has_key, graph_edges_first, pattern_layout,
+                               sorted_edges)
 from graphattn.ops import NORMALIZATIONS, CSRLayout, dense_attention, edge_attention, normalize, window_attention
 from graphattn.patterns import Pattern, as_pattern
-from graphattn.utils.batch import layouts
+from graphattn.utils.batch import ptr_to_batch
 from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int
 
 __all__ = ["GraphMultiheadAttention", "BACKENDS"]
@@ -419,14 +420,14 @@ class GraphMultiheadAttention(MessagePassing):
         if pairs.backend == "dense":
             out, alpha = dense_attention(q, k, v, pairs.ptr, pairs.key_ptr, causal=pairs.band.right == 0, bias=bias,
                                          edge_index=pairs.edge_index, dropout_p=dropout_p, need_weights=need_weights)
-            has_key = pairs.key_ptr.diff().repeat_interleave(pairs.ptr.diff(), output_size=q.size(0)) > 0
+            batch = ptr_to_batch(pairs.ptr, check=False, num_nodes=q.size(0))
+            has_key = pairs.key_ptr.index_select(0, batch + 1) > pairs.key_ptr.index_select(0, batch)
             return out, alpha, has_key
         band = pairs.band
         num_edges = None if pairs.edge_index is None else pairs.edge_index.size(1)
         out, alpha = window_attention(q, k, v, pairs.ptr, pairs.key_ptr, band.left, band.right, bias=bias,
                                       dropout_p=dropout_p, need_weights=need_weights, num_edges=num_edges)
-        lo, hi = band.key_ranges(*layouts(pairs.ptr, pairs.key_ptr, num_nodes=(q.size(0), k.size(0))))
-        return out, alpha, hi > lo
+        return out, alpha, band_has_key(band, pairs.ptr, pairs.key_ptr, q.size(0))
 
     # ------------------------------------------------------------------------- PyG's explainers
 

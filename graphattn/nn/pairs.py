@@ -11,10 +11,11 @@ from torch import Tensor
 from torch_geometric import EdgeIndex
 
 from graphattn.patterns import Band, Cross, Pattern
+from graphattn.utils.batch import ptr_to_batch
 from graphattn.utils.checks import check_ptr, eager_only
 from graphattn.utils.edges import edge_keys, sorted_isin
 
-__all__ = ["Pairs", "as_band", "as_edge_index", "graph_edges_first", "sorted_edges", "pattern_layout"]
+__all__ = ["Pairs", "as_band", "as_edge_index", "graph_edges_first", "sorted_edges", "pattern_layout", "band_has_key"]
 
 
 def as_band(pattern: Optional[Pattern]) -> Optional[Band]:
@@ -95,3 +96,14 @@ def pattern_layout(ptr, key_ptr, num_queries: int, num_keys: int, is_self: bool,
     else:
         max_len = 0
     return ptr, key_ptr, max_len
+
+
+def band_has_key(band: Band, ptr: Tensor, key_ptr: Tensor, num_queries: int) -> Tensor:
+    """Whether each query of a band pattern has any key, ``[N_q]`` bool. Gathers instead of
+    slices and fancy indexing, so that torch.export sees no guard on the number of examples."""
+    batch = ptr_to_batch(ptr, check=False, num_nodes=num_queries)
+    pos = torch.arange(num_queries, device=ptr.device) - ptr.index_select(0, batch)
+    n_key = key_ptr.index_select(0, batch + 1) - key_ptr.index_select(0, batch)
+    lo = torch.zeros_like(pos) if band.left is None else (pos - band.left).clamp(min=0)
+    hi = n_key if band.right is None else torch.minimum(pos + band.right + 1, n_key)
+    return hi > torch.minimum(lo, n_key)

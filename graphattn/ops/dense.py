@@ -15,6 +15,7 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from graphattn.utils.checks import eager_only
 
@@ -91,7 +92,8 @@ def dense_attention(
         ``(out [Nq, H, Dv], weights [E, H] or None)``.
     """
     scale = query.size(2) ** -0.5 if scale is None else scale
-    one = ptr.numel() == 2 and key_ptr.numel() == 2
+    # One example (known without a guard on a dynamic batch size): no padding, traceable as is.
+    one = statically_known_true(ptr.numel() == 2) and statically_known_true(key_ptr.numel() == 2)
     if not eager_only() and not (one and bias is None and not need_weights):
         # Traced (torch.compile, torch.export): the value-dependent padding runs inside an operator.
         seed = torch.randint(0, 2**62, (), device="cpu") if dropout_p > 0 else torch.zeros((), dtype=torch.long)
@@ -108,7 +110,7 @@ def _dense(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dro
         weights = query.new_zeros(0 if edge_index is None else edge_index.size(1), num_heads) if need_weights else None
         return query.new_zeros(query.size(0), num_heads, value.size(-1)), weights
     q_sizes, k_sizes = ptr.diff(), key_ptr.diff()
-    one = ptr.numel() == 2 and key_ptr.numel() == 2  # one example: uniform without reading ptr
+    one = statically_known_true(ptr.numel() == 2) and statically_known_true(key_ptr.numel() == 2)
     n_q, n_k = (query.size(0), key.size(0)) if one else (_lengths_uniform(q_sizes), _lengths_uniform(k_sizes))
     if n_q is not None and n_k is not None and bias is None and not need_weights:
         # Equal lengths: the flat batch is already a padded batch, as a view.

@@ -94,13 +94,19 @@ def ptr_to_lengths(ptr: PtrLike) -> Tensor:
 
 
 def ptr_to_batch(ptr: PtrLike, check: bool = True, num_nodes: Optional[int] = None) -> Tensor:
-    """Example index of each row, ``[N]`` (PyG's ``batch`` vector) of ``ptr: [B + 1]``;
-    ``num_nodes`` (``ptr[-1]``) when known saves reading it from the tensor."""
+    """Example index of each row, ``[N]`` (PyG's ``batch`` vector) of ``ptr: [B + 1]``.
+
+    ``num_nodes`` (``ptr[-1]``) when known: then no value of ``ptr`` is read on the host, and
+    the result's shape does not depend on them (traceable by torch.compile and torch.export).
+    """
     ptr = check_ptr(ptr) if check else ptr
+    if num_nodes is not None:
+        # Row t belongs to the last example that starts at or before t (empty ones start there too).
+        return torch.searchsorted(ptr, torch.arange(num_nodes, device=ptr.device), right=True) - 1
     lengths = ptr.diff()
     examples = torch.arange(lengths.numel(), device=ptr.device)
     # output_size avoids a second device sync inside repeat_interleave.
-    return torch.repeat_interleave(examples, lengths, output_size=int(ptr[-1]) if num_nodes is None else num_nodes)
+    return torch.repeat_interleave(examples, lengths, output_size=int(ptr[-1]))
 
 
 def batch_to_ptr(batch: Tensor, num_examples: Optional[int] = None) -> Tensor:
