@@ -13,7 +13,9 @@ def register(sub) -> None:
     """Add ``compare`` to the ``graphattn`` parser's subparsers."""
     p = sub.add_parser("compare", help="compare attention patterns: statistics, scaling, training",
                        description="Statistics and measured cost of patterns (--stats) and the same classifier "
-                                   "trained under each pattern on ListOps (--train); both when neither is given.")
+                                   "trained under each pattern on ListOps (--train); both when neither is given. "
+                                   "--graphs: the same GraphTransformer trained under each graph pattern on tree "
+                                   "NeighborsMatch and a generated social graph.")
     _add_compare(p)
     p.set_defaults(func=_compare, parser=p)
 
@@ -21,6 +23,9 @@ def register(sub) -> None:
 def _add_compare(parser) -> None:
     parser.add_argument("--stats", action="store_true", help="pattern statistics and the measured cost of one layer")
     parser.add_argument("--train", action="store_true", help="train the same classifier under each pattern on ListOps")
+    parser.add_argument("--graphs", action="store_true",
+                        help="train the same GraphTransformer under graph, khop:2, expander, graph|expander|virtual "
+                             "and dense (where it fits) on tree NeighborsMatch and a social graph")
     parser.add_argument("--quick", action="store_true", help="small sizes: the whole run in under 2 minutes")
     parser.add_argument("--patterns", metavar="SPEC,...", help="comma-separated pattern specs (e.g. dense,window:16)")
     parser.add_argument("--learned-spans", metavar="S,...",
@@ -30,7 +35,7 @@ def _add_compare(parser) -> None:
     parser.add_argument("--task", choices=["sparse", "lra"], default="sparse",
                         help="sparse: flat MAX/MIN whose value rests on ~3 digits anywhere (default); "
                              "lra: the Long Range Arena's nested distribution (needs far more steps)")
-    parser.add_argument("--steps", type=int, help="training steps per pattern and seed (default 200)")
+    parser.add_argument("--steps", type=int, help="training steps per pattern and seed (default 200; with --graphs: epochs)")
     parser.add_argument("--seeds", type=int, help="seeds per pattern (default 2; 1 with --quick)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default="runs/compare", help="directory for tables and plots")
@@ -42,6 +47,8 @@ def _compare(args: argparse.Namespace) -> int:
     from graphattn.compare.training import LISTOPS_TASK, LRA_TASK
     from graphattn.utils.bench import keep_freed_memory
 
+    if args.graphs:
+        return _compare_graphs(args)
     if not (args.stats or args.train):
         args.stats = args.train = True
     for name in ("steps", "seeds", "max_len", "threads"):
@@ -73,5 +80,34 @@ def _compare(args: argparse.Namespace) -> int:
         seeds = list(range(args.seeds or (1 if args.quick else 2)))
         print(compare.train_report(chosen or compare.default_train_patterns(max_len), seeds, settings, out_dir,
                                    args.task, spans, progress))
+    print(f"\nwrote tables and plots under {out_dir}/")
+    return 0
+
+
+def _compare_graphs(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from graphattn.compare.graphs import graph_report
+    from graphattn.graphs.comparison import (GRAPH_PATTERNS, GraphCompareSettings, compare_graph_patterns,
+                                             summarise_graph_runs)
+    from graphattn.patterns import parse
+
+    for name in ("seeds", "threads", "steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    set_threads(args.threads if args.threads is not None else 1)
+    specs = [spec.strip() for spec in args.patterns.split(",")] if args.patterns else GRAPH_PATTERNS
+    for spec in specs:
+        parse(spec)  # refuse a bad name before any training
+    settings = GraphCompareSettings(num_trees=600, tree_epochs=15, social_nodes=1500, social_epochs=4,
+                                    dense_max_pairs=1_000_000) if args.quick else GraphCompareSettings()
+    if args.steps:  # epochs on both tasks
+        settings.tree_epochs = settings.social_epochs = args.steps
+    seeds = list(range(args.seeds or (1 if args.quick else 2)))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = compare_graph_patterns(specs, settings, seeds, progress=not args.no_progress)
+    print(graph_report(summarise_graph_runs(runs), runs, {**asdict(settings), "seeds": seeds}, out_dir))
     print(f"\nwrote tables and plots under {out_dir}/")
     return 0

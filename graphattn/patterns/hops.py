@@ -113,12 +113,12 @@ def hop_expansion(edge_index: Tensor, num_nodes: int, depth: int, queries: Optio
         queries = torch.arange(num_nodes, device=device)
     csr = InCSR.build(edge_index, num_nodes)
     n = max(num_nodes, 1)
-    pairs, hops, done, total = [], [], 0, 0
+    keys, hops, done, total = [], [], 0, 0
     chunks = _chunks(queries, csr, depth, HOP_BUDGET)
-    chunk, peak = next(chunks, None), None
+    chunk = next(chunks, None)
     while chunk is not None:
-        keys, hop, peak = _expand_chunk(csr, chunk, depth, num_nodes)
-        done, total = done + chunk.numel(), total + keys.numel()
+        local, hop, peak = _expand_chunk(csr, chunk, depth, num_nodes)
+        done, total = done + chunk.numel(), total + local.numel()
         if max_pairs is not None and total * queries.numel() / done > max_pairs:
             estimate = total * queries.numel() / done
             raise ValueError(
@@ -126,13 +126,20 @@ def hop_expansion(edge_index: Tensor, num_nodes: int, depth: int, queries: Optio
                 f"{edge_index.size(1):,} edges), more than max_pairs={max_pairs:,}: it would need about "
                 f"{estimate * PAIR_BYTES / 2**30:.1f} GiB. Use fewer hops, a sampled subgraph (NeighborLoader) "
                 f"or raise max_pairs")
-        pairs.append(torch.stack([keys % n, chunk[keys // n]]))
+        keys.append(chunk[local // n] * n + local % n)  # global query * N + key: 8 bytes a pair until the end
         hops.append(hop)
-        del keys
+        del local
         chunk = chunks.send(peak) if done < queries.numel() else None
-    if not pairs:
-        return torch.empty(2, 0, dtype=torch.long, device=device), torch.empty(0, dtype=torch.uint8, device=device)
-    return torch.cat(pairs, 1), torch.cat(hops)
+    # [2, P] filled chunk by chunk, each freed once copied: a peak of about 25 bytes a pair.
+    out = torch.empty(2, total, dtype=torch.long, device=device)
+    start = 0
+    for i in range(len(keys)):
+        part, keys[i] = keys[i], None
+        torch.remainder(part, n, out=out[0, start:start + part.numel()])
+        torch.div(part, n, rounding_mode="floor", out=out[1, start:start + part.numel()])
+        start += part.numel()
+        del part
+    return out, torch.cat(hops) if hops else torch.empty(0, dtype=torch.uint8, device=device)
 
 
 def hop_counts(edge_index: Tensor, pairs: Tensor, num_nodes: int, max_distance: int) -> Tensor:

@@ -1,0 +1,182 @@
+"""Attention on one large graph: a layer against PyG TransformerConv from E = 1M to 10M, and the
+cost of graph structure (k-hop pairs, hop buckets, positional encodings) on a 1M-node social graph.
+
+Usage: python benchmarks/graph_scale.py [--layer] [--structure] [--edges 1000000,2000000,5000000,10000000]
+                                        [--threads 1,2] [--repeats 3] [--memory-cap-gb 8]
+
+--layer: one layer, forward + backward, 64 channels, 4 heads, N = E / 10 nodes and E random edges
+(as benchmarks/attention.py): ``GraphMultiheadAttention(backend="edges")`` against
+``torch_geometric.nn.TransformerConv(64, 16, heads=4, root_weight=False)``. Every configuration
+runs in a fresh process (median of --repeats after a warm-up; fewer at 10M edges, where one step
+takes a minute); peak memory is that process's peak RSS growth. A configuration whose memory,
+extrapolated linearly in E from the previous size, would pass --memory-cap-gb is not run and
+reported as not fitting, so no run ends in an out-of-memory kill. Exponents k of time and memory
+~ E^k are fitted over the sizes run.
+
+--structure: on ``social_graph(1_000_000, avg_degree=10, max_degree=100)`` (about 10M edges),
+each in its own process: ``GraphStructure("khop:2", max_distance=2)`` (pairs and buckets from one
+breadth-first expansion), ``GraphStructure("graph|expander:4:0")``, ``LaplacianPE(8)``,
+``RandomWalkPE(16)`` (exact: refused with the work it needs) and ``RandomWalkPE(16, "sampled")``;
+and ``khop:2`` on the default 1M-node graph (avg_degree 20, max_degree 2000), refused with the
+pairs and memory it would need.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+
+
+def peak_mib(base: int) -> float:
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+
+
+def run_layer(impl: str, num_edges: int, threads: int, repeats: int) -> dict:
+    import torch
+
+    from graphattn import GraphMultiheadAttention
+    from graphattn.utils.bench import median_seconds
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    num_nodes, dim, heads = num_edges // 10, 64, 4
+    x = torch.randn(num_nodes, dim, requires_grad=True)
+    edge_index = torch.randint(0, num_nodes, (2, num_edges))
+    if impl == "graphattn":
+        layer = GraphMultiheadAttention(dim, heads, backend="edges")
+    else:
+        from torch_geometric.nn import TransformerConv
+
+        layer = TransformerConv(dim, dim // heads, heads=heads, root_weight=False)
+
+    def step():
+        layer(x, edge_index).square().mean().backward()
+
+    seconds = median_seconds(step, repeats)
+    return {"seconds": seconds, "peak_mib": peak_mib(base)}
+
+
+def run_structure(name: str) -> dict:
+    import torch
+
+    from graphattn.graphs.social import social_graph
+    from graphattn.transforms import GraphStructure, LaplacianPE
+    from graphattn.transforms.positional import RandomWalkPE
+
+    torch.set_num_threads(1)
+    big = name == "khop:2 default graph"
+    data = social_graph(1_000_000, avg_degree=20 if big else 10, max_degree=2000 if big else 100, seed=0)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    transform = {
+        "khop:2": lambda: GraphStructure("khop:2", max_distance=2, edge_ids=False),
+        "graph|expander:4:0": lambda: GraphStructure("graph|expander:4:0", max_distance=8, edge_ids=False),
+        "laplacian:8": lambda: LaplacianPE(8),
+        "random_walk:16 exact": lambda: RandomWalkPE(16),
+        "random_walk:16 sampled": lambda: RandomWalkPE(16, method="sampled", num_walks=64),
+        "khop:2 default graph": lambda: GraphStructure("khop:2", max_distance=2, edge_ids=False, max_pairs=400_000_000),
+    }[name]()
+    start = time.perf_counter()
+    out = {"nodes": data.num_nodes, "edges": data.edge_index.size(1)}
+    try:
+        data = transform(data)
+    except ValueError as error:
+        return {**out, "seconds": time.perf_counter() - start, "peak_mib": peak_mib(base), "refused": str(error)}
+    out.update(seconds=time.perf_counter() - start, peak_mib=peak_mib(base))
+    if "pair_index" in data:
+        out["pairs"] = data.pair_index.size(1)
+        out["bucket_counts"] = torch.bincount(data.pair_bucket.long()).tolist()
+    return out
+
+
+def measure(args: list) -> dict:
+    cmd = [sys.executable, __file__, "--one", json.dumps(args)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"seconds": math.nan, "peak_mib": math.nan, "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def slope(xs, ys) -> float:
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if y and y > 0 and not math.isnan(y)]
+    if len(pts) < 2:
+        return math.nan
+    mx, my = sum(a for a, _ in pts) / len(pts), sum(b for _, b in pts) / len(pts)
+    return sum((a - mx) * (b - my) for a, b in pts) / sum((a - mx) ** 2 for a, _ in pts)
+
+
+def layer_table(edges: list, threads: list, repeats: int, cap_mib: float) -> None:
+    print("| E | N | threads | graphattn (s) | TransformerConv (s) | time ratio | graphattn peak (MiB) | "
+          "TransformerConv peak (MiB) | memory ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for t in threads:
+        rows = {"graphattn": {}, "pyg": {}}
+        for e in edges:
+            for impl in ("graphattn", "pyg"):
+                done = {k: v for k, v in rows[impl].items() if not math.isnan(v.get("peak_mib", math.nan))}
+                if done:
+                    last = max(done)
+                    predicted = done[last]["peak_mib"] * e / last
+                    if predicted > cap_mib:
+                        rows[impl][e] = {"seconds": math.nan, "peak_mib": math.nan,
+                                         "error": f"cannot fit: about {predicted / 1024:.1f} GiB > cap {cap_mib / 1024:.0f} GiB"}
+                        continue
+                reps = repeats if e < 5_000_000 else 1
+                rows[impl][e] = measure(["layer", impl, e, t, reps])
+            ours, theirs = rows["graphattn"][e], rows["pyg"][e]
+            fits = "error" not in theirs
+
+            def cell(r, key, fmt):
+                return fmt.format(r[key]) if "error" not in r else "-"
+
+            ratio_t = f"{ours['seconds'] / theirs['seconds']:.2f}" if fits else theirs["error"]
+            ratio_m = f"{ours['peak_mib'] / theirs['peak_mib']:.2f}" if fits else ""
+            print(f"| {e:,} | {e // 10:,} | {t} | {cell(ours, 'seconds', '{:.2f}')} | {cell(theirs, 'seconds', '{:.2f}')} | "
+                  f"{ratio_t} | {cell(ours, 'peak_mib', '{:.0f}')} | {cell(theirs, 'peak_mib', '{:.0f}')} | {ratio_m} |",
+                  flush=True)
+        for impl, label in (("graphattn", "graphattn"), ("pyg", "TransformerConv")):
+            ok = [e for e in edges if "error" not in rows[impl][e]]
+            if len(ok) >= 2:
+                print(f"\n{label}, {t} thread(s), E = {ok[0]:,} ... {ok[-1]:,}: time ~ E^"
+                      f"{slope(ok, [rows[impl][e]['seconds'] for e in ok]):.2f}, memory ~ E^"
+                      f"{slope(ok, [rows[impl][e]['peak_mib'] for e in ok]):.2f}", flush=True)
+        print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layer", action="store_true")
+    parser.add_argument("--structure", action="store_true")
+    parser.add_argument("--edges", default="1000000,2000000,5000000,10000000")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-cap-gb", type=float, default=8.0)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        spec = json.loads(args.one)
+        out = run_layer(*spec[1:]) if spec[0] == "layer" else run_structure(spec[1])
+        print(json.dumps(out))
+        return
+    if not (args.layer or args.structure):
+        args.layer = args.structure = True
+    if args.layer:
+        layer_table([int(float(e)) for e in args.edges.split(",")], [int(t) for t in args.threads.split(",")],
+                    args.repeats, args.memory_cap_gb * 1024)
+    if args.structure:
+        print("| structure on a 1M-node social graph (1 thread) | edges | pairs | seconds | peak (MiB) | notes |")
+        print("|---|---:|---:|---:|---:|---|")
+        for name in ("khop:2", "graph|expander:4:0", "laplacian:8", "random_walk:16 exact", "random_walk:16 sampled",
+                     "khop:2 default graph"):
+            r = measure(["structure", name])
+            note = r.get("refused") or r.get("error") or (f"buckets {r['bucket_counts']}" if "bucket_counts" in r else "")
+            print(f"| {name} | {r.get('edges', 0):,} | {r.get('pairs', '')} | {r['seconds']:.1f} | "
+                  f"{r['peak_mib']:.0f} | {note} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
