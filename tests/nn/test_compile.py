@@ -39,6 +39,9 @@ CASES = {
                                            key_ptr=torch.tensor([0, 5, 12]))),
     "dense bias": ({}, lambda m, x, ei: m(x, pattern=P.causal(), ptr=PTR,
                                           attn_bias=torch.linspace(-1, 1, 4 * 119).view(119, 4))),
+    "kdim vdim value": (dict(kdim=8, vdim=6), lambda m, x, ei: m((x[:, :8], x), ei, value=x[:, 10:])),
+    "key_value (cached decoding)": ({}, lambda m, x, ei: m(x[:4], key_value=m.project_key_value(x), pattern=P.cross(),
+                                                          ptr=torch.tensor([0, 1, 4]), key_ptr=PTR)),
     "window": ({}, lambda m, x, ei: m(x, pattern=P.window(2))),
     "window ragged": ({}, lambda m, x, ei: m(x, pattern="causal&window:3", ptr=PTR)),
     "window weights": ({}, lambda m, x, ei: with_weights(m(x, pattern=P.window(2), ptr=PTR,
@@ -49,8 +52,8 @@ CASES = {
 # Patterns whose edges the layer must build in forward (the edges backend, weights or biases on a
 # pattern's pairs) break the graph there, since their number depends on ptr's values: build them
 # once outside (pattern.edge_index(ptr)) and pass edge_index, as the stacks and transforms do.
-NO_GRAPH_BREAK = ["edges", "edges weights", "edges features", "edges sigmoid", "dense", "dense ragged",
-                  "causal ragged", "dense cross", "window", "window ragged"]
+NO_GRAPH_BREAK = ["edges", "edges weights", "edges features", "edges sigmoid", "kdim vdim value", "dense",
+                  "dense ragged", "causal ragged", "dense cross", "key_value (cached decoding)", "window", "window ragged"]
 
 
 def with_weights(result):
