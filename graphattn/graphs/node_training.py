@@ -78,7 +78,8 @@ def _subproblem(pairs: Tensor, queries: Tensor, edges: Optional[Tensor]) -> tupl
 
 
 @torch.no_grad()
-def layerwise_inference(model: GraphTransformer, data, chunk_size: int = 65536, progress: bool = False) -> Tensor:
+def layerwise_inference(model: GraphTransformer, data, chunk_size: int = 65536, progress: bool = False,
+                        max_chunk_pairs: int = 1 << 22) -> Tensor:
     r"""The outputs of a node-task :class:`~graphattn.nn.GraphTransformer` on one whole graph, one
     block at a time over chunks of query nodes.
 
@@ -90,6 +91,8 @@ def layerwise_inference(model: GraphTransformer, data, chunk_size: int = 65536, 
         data (Data): one graph with ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)` (and what
             the model reads: ``edge_attr``, the positional encoding).
         chunk_size (int, optional): queries per chunk. (default: :obj:`65536`)
+        max_chunk_pairs (int, optional): fewer queries in a chunk whose pairs would pass this
+            (the 2-hop pairs of a hub's neighbours are many). (default: :obj:`4194304`)
         progress (bool, optional): a tqdm bar over layers and chunks. (default: :obj:`False`)
 
     Returns:
@@ -116,10 +119,17 @@ def layerwise_inference(model: GraphTransformer, data, chunk_size: int = 65536, 
         if vn is not None:
             h = torch.cat([h[:n] + vn, h[n:]])
         out = torch.empty_like(h)
-        for lo in range(0, n, chunk_size):
-            hi = min(n, lo + chunk_size)
-            out[lo:hi] = _chunk(model, layer, h, chunk_pairs, lo, hi, edge_index, by_target, edge_ptr, edge_h, n)
-            bar.update(1)
+        lo, size = 0, chunk_size
+        while lo < n:
+            hi = min(n, lo + size)
+            pairs, buckets = chunk_pairs(lo, hi)
+            if pairs.size(1) > max_chunk_pairs and hi - lo > 1:  # hubs: fewer queries a chunk
+                size = max(1, (hi - lo) * max_chunk_pairs // pairs.size(1))
+                continue
+            out[lo:hi] = _chunk(model, layer, h, (pairs, buckets), chunk_pairs.num_virtual, lo, hi, edge_index,
+                                by_target, edge_ptr, edge_h, n)
+            bar.update((hi - lo) / chunk_size)
+            lo, size = hi, chunk_size
         if k:  # the virtual nodes read the whole graph
             pairs, _ = virtual_pairs(torch.tensor([0, n]), k)
             queries = pairs[:, pairs[1] >= n]
@@ -133,16 +143,16 @@ def layerwise_inference(model: GraphTransformer, data, chunk_size: int = 65536, 
     return model.head(model.norm(h[:n]))
 
 
-def _chunk(model, layer, h, chunk_pairs, lo, hi, edge_index, by_target, edge_ptr, edge_h, n) -> Tensor:
+def _chunk(model, layer, h, pairs_and_buckets, num_virtual, lo, hi, edge_index, by_target, edge_ptr, edge_h,
+           n) -> Tensor:
     """One block's output for the queries ``lo .. hi - 1``."""
-    pairs, buckets = chunk_pairs(lo, hi)
+    pairs, buckets = pairs_and_buckets
     buckets = buckets.long()
     attr = None
     if edge_h is not None:
         attr = gather_edge_attr(edge_h, pair_edge_ids(edge_index, pairs, n))
-    if chunk_pairs.num_virtual:
-        pairs, buckets, attr = _with_virtual_keys(pairs, buckets, attr, lo, hi, n, chunk_pairs.num_virtual,
-                                                  model.max_distance + 2)
+    if num_virtual:
+        pairs, buckets, attr = _with_virtual_keys(pairs, buckets, attr, lo, hi, n, num_virtual, model.max_distance + 2)
     edges = edge_index[:, by_target[int(edge_ptr[lo]):int(edge_ptr[hi])]] if layer.local is not None else None
     queries = torch.arange(lo, hi)
     nodes, local_pairs, local_edges = _subproblem(pairs, queries, edges)

@@ -157,7 +157,8 @@ class GraphTransformer(nn.Module):
     needs (:class:`~graphattn.transforms.GraphStructure`, after the positional encoding's
     transform when ``pe`` is set): apply it to the data set before training
     (``[model.transform(d) for d in data]``, or as a dataset's ``pre_transform``, or as the
-    ``transform`` of a ``NeighborLoader``). A batch without those fields is computed in
+    ``transform`` of a ``NeighborLoader``); ``model.structure`` is its pattern part alone, for
+    data that has its positional encoding already. A batch without those fields is computed in
     ``forward`` with a one-time warning.
     ``local_mpnn=True`` adds GraphGPS's local message passing (GINE on the edges, GIN without
     edge features) beside the attention of every block: ``pattern="dense", local_mpnn=True`` is

@@ -77,6 +77,8 @@ def test_layerwise_inference_equals_the_full_forward(graph, pattern, kwargs):
     model = GraphTransformer(8, 16, 4, 2, 2, pattern=pattern, max_distance=2, **kwargs).eval()
     expected = model(model.structure(data.clone()))  # the pairs only: the PE is already there
     torch.testing.assert_close(layerwise_inference(model, data, chunk_size=57), expected, atol=1e-5, rtol=1e-5)
+    few = layerwise_inference(model, data, chunk_size=400, max_chunk_pairs=300)  # chunks cut by their pairs
+    torch.testing.assert_close(few, expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(TypeError, match="node-task GraphTransformer"):
         layerwise_inference(GNNBaseline(8, 16, 4, 2, "sage"), data)
 
