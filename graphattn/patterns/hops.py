@@ -78,8 +78,8 @@ def _chunks(queries: Tensor, csr: InCSR, depth: int, budget: int):
     """Consecutive slices of ``queries`` whose first expansion level stays within ``budget``;
     later levels are bounded by shrinking the next chunk when one ran over."""
     degree = (csr.rowptr[1:] - csr.rowptr[:-1])[queries].double()
-    # Candidates grow about as degree ** depth: start from that guess, then adapt to what was seen.
-    guess = max(1.0, float(degree.mean()) if degree.numel() else 1.0) ** min(max(depth, 1), 3)
+    # Candidates grow about as the mean of degree ** depth (hubs count): start there, then adapt.
+    guess = max(1.0, float((degree ** min(max(depth, 1), 3)).mean()) if degree.numel() else 1.0)
     start, size = 0, max(1, int(budget / guess))
     while start < queries.numel():
         stop = min(queries.numel(), start + size)

@@ -82,3 +82,16 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="GiB"):
         GraphStructure("khop:3", max_pairs=5000)(big)
     assert repr(GraphStructure("khop:2", 4)) == "GraphStructure('khop:2', max_distance=4)"
+
+
+def test_unions_search_no_deeper_than_their_graph_part():
+    # A path 0 - 1 - 2 - 3 - 4 - 5: expander pairs two or more hops apart are "farther" under
+    # graph|expander (searched 1 hop deep), and get their distance under expander alone.
+    path = Data(edge_index=to_undirected(torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 5]])), num_nodes=6)
+    union = GraphStructure("graph|expander:2:1", max_distance=4)(path.clone())
+    alone = GraphStructure("expander:2:1", max_distance=4)(path.clone())
+    hops = {(j, i): abs(i - j) for j in range(6) for i in range(6)}
+    got_union = dict(zip(map(tuple, union.pair_index.t().tolist()), union.pair_bucket.tolist()))
+    got_alone = dict(zip(map(tuple, alone.pair_index.t().tolist()), alone.pair_bucket.tolist()))
+    assert all(b == (hops[p] if hops[p] <= 1 else 5) for p, b in got_union.items())
+    assert all(b == hops[p] for p, b in got_alone.items()) and max(got_alone.values()) >= 2
