@@ -103,7 +103,7 @@ def _draw_numbers(rng: np.random.Generator, count: int, max_number: int, taken: 
 
 
 def number_splits(seed: int = 0, max_number: int = 999_999, train_size: int = 20_000, valid_size: int = 500,
-                  test_size: int = 1_000, round_share: float = 0.25,
+                  test_size: int = 1_000, round_share: float = 0.4,
                   held_out: Sequence[int] = SHOWCASE) -> dict[str, list[int]]:
     """Disjoint ``train``/``valid``/``test``/``test_round`` sets of integers in ``0..max_number``, fixed by ``seed``.
 
@@ -149,7 +149,7 @@ def number_splits(seed: int = 0, max_number: int = 999_999, train_size: int = 20
 
 
 def numbers_task(seed: int = 0, max_number: int = 999_999, train_size: int = 20_000,
-                 valid_size: int = 500, test_size: int = 1_000, round_share: float = 0.25) -> dict[str, list[Pair]]:
+                 valid_size: int = 500, test_size: int = 1_000, round_share: float = 0.4) -> dict[str, list[Pair]]:
     """The demo translation task: English -> French number words, split as in :func:`number_splits`.
 
     Why these defaults: numbers up to 999 999 have six digits, so the thousands and the units part
