@@ -101,7 +101,9 @@ def main(write: bool = True) -> None:
                       f"epoch {result['epoch_seconds']:.1f} s, peak {peak:.0f} MiB", flush=True)
             acc = [100 * r["test"] for r in runs]
             std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-            row = {"variant": variant, "model": label(name), "test accuracy %": f"{statistics.mean(acc):.2f} ± {std:.2f}",
+            # A pipe in a pattern's name would end the markdown cell.
+            row = {"variant": variant, "model": label(name).replace("|", "\\|"),
+                   "test accuracy %": f"{statistics.mean(acc):.2f} ± {std:.2f}",
                    **{f"seed {s}": f"{a:.2f}" for s, a in zip(seeds, acc)},
                    "epoch (s)": statistics.median(r["epoch_seconds"] for r in runs),
                    "inference (s)": statistics.median(r["eval_seconds"] for r in runs),

@@ -33,7 +33,8 @@ def graph_report(summary: Sequence[dict], runs: Sequence[dict], settings: dict, 
         ran = [r for r in summary if r["task"] == task and "accuracy" in r]
         if ran:
             plot_graph_patterns(ran, out_dir / f"graphs_{task}.png", title=TITLES.get(task, task))
-    table = markdown_table(summary, GRAPH_COLUMNS, GRAPH_HEADERS)
+    escaped = [{**r, "pattern": r["pattern"].replace("|", "\\|")} for r in summary]  # a pipe would end the cell
+    table = markdown_table(escaped, GRAPH_COLUMNS, GRAPH_HEADERS)
     (out_dir / "graphs.md").write_text(table + "\n")
     return table
 

@@ -27,7 +27,7 @@ def test_every_pattern_runs_on_both_tasks_and_dense_only_where_it_fits(tmp_path)
     graph_row = next(r for r in summary if r["task"] == "social" and r["pattern"] == "graph")
     assert graph_row["relative_speed"] == 1.0 and graph_row["seeds"] == 2
     table = graph_report(summary, runs, {"seeds": [0, 1]}, tmp_path)
-    assert "does not fit" in table and "graph|expander:4:0|virtual:1" in table
+    assert "does not fit" in table and "graph\\|expander:4:0\\|virtual:1" in table
     for name in ("graphs.md", "graphs.csv", "graphs.json", "graph_runs.csv", "graph_settings.json",
                  "graphs_neighbors_match.png", "graphs_social.png"):
         assert (tmp_path / name).stat().st_size > 0
