@@ -11,14 +11,15 @@ from torch_geometric.utils import degree
 
 from graphattn.nn.pairs import (Pairs, as_band, as_edge_index, band_has_key, graph_edges_first, pattern_layout,
                                sorted_edges)
-from graphattn.ops import NORMALIZATIONS, CSRLayout, dense_attention, edge_attention, normalize, window_attention
+from graphattn.ops import (NORMALIZATIONS, CSRLayout, dense_attention, edge_attention, flex_attention, flex_available,
+                           normalize, window_attention)
 from graphattn.patterns import Pattern, as_pattern
 from graphattn.utils.batch import ptr_to_batch
 from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int
 
 __all__ = ["GraphMultiheadAttention", "BACKENDS"]
 
-BACKENDS = ("auto", "edges", "dense", "window")
+BACKENDS = ("auto", "edges", "dense", "window", "flex")
 
 
 class GraphMultiheadAttention(MessagePassing):
@@ -56,6 +57,11 @@ class GraphMultiheadAttention(MessagePassing):
       :func:`torch.nn.functional.scaled_dot_product_attention` (:func:`~graphattn.ops.dense_attention`).
     * ``"window"``: banded patterns (``window(w)``, ``causal() & window(w)``); blocked
       computation whose time and memory grow as :math:`n \cdot w` (:func:`~graphattn.ops.window_attention`).
+    * ``"flex"``: any pattern with a softmax, through FlexAttention: the pattern's rule as the
+      ``mask_mod``, its block structure as the ``BlockMask``, edge biases as a ``score_mod``
+      (:func:`~graphattn.ops.flex_attention`). Chosen automatically on CUDA for sequence patterns
+      other than dense and causal; on CPU only when asked, and forward only (torch 2.13 has no
+      FlexAttention backward on CPU). No dropout on the weights and no ``edge_value``.
 
     Example (one query, two keys, ``head_dim = 64``: scores 112 and 96 are scaled to 14 and 12):
 
@@ -83,7 +89,7 @@ class GraphMultiheadAttention(MessagePassing):
             (default: :obj:`None`)
         normalization (str, optional): ``"softmax"``, ``"relu"`` or ``"sigmoid"``.
             (default: :obj:`"softmax"`)
-        backend (str, optional): ``"auto"``, ``"edges"``, ``"dense"`` or ``"window"``.
+        backend (str, optional): ``"auto"``, ``"edges"``, ``"dense"``, ``"window"`` or ``"flex"``.
             (default: :obj:`"auto"`)
         edge_value (bool, optional): edge features also add a value term (needs ``edge_dim``).
             (default: :obj:`False`)
@@ -195,12 +201,15 @@ class GraphMultiheadAttention(MessagePassing):
 
     # ------------------------------------------------------------------------- backends
 
-    def select_backend(self, pattern: Optional[Pattern], max_len: int = 0, needs_edges: bool = False) -> tuple[str, str]:
-        """The backend ``forward`` uses and why, for a pattern and the longest example.
+    def select_backend(self, pattern: Optional[Pattern], max_len: int = 0, needs_edges: bool = False,
+                       device: Optional[Union[str, torch.device]] = None) -> tuple[str, str]:
+        """The backend ``forward`` uses and why, for a pattern, the longest example and a device
+        (default: the layer's).
 
         Returns ``(backend, reason)``; ``reason`` says why a faster backend was not taken.
         Raises ``ValueError`` when the configured backend cannot compute the pattern.
         """
+        device = torch.device(device) if device is not None else self.out_proj.weight.device
         band = as_band(pattern)
         restricted = self.normalization != "softmax" or needs_edges
         window_ok = not restricted and band is not None and band.left is not None and band.right is not None
@@ -216,13 +225,32 @@ class GraphMultiheadAttention(MessagePassing):
             why = f"{pattern!r} is not a band (dense, causal or window)"
         else:
             why = ""
+        flex_cannot = why if restricted or pattern is None else self._flex_cannot(device)
         if self.backend == "auto":
-            return ("dense", "") if dense_ok else ("window", "") if window_ok else ("edges", why)
+            if dense_ok:
+                return "dense", ""
+            if device.type != "cuda":  # on CPU FlexAttention is a forward-only reference path
+                return ("window", "") if window_ok else ("edges", why)
+            if not flex_cannot and pattern.position_based:
+                return "flex", ""
+            # Graph edges scatter over FlexAttention's 128 x 128 tiles (to be confirmed on a GPU).
+            why_not_flex = flex_cannot or f"{pattern!r} is a graph pattern, whose edges fill few 128 x 128 tiles"
+            return ("window" if window_ok else "edges"), why_not_flex
         if self.backend == "dense" and not dense_ok:
             raise ValueError(f"backend 'dense' cannot compute {pattern!r}: {why or 'it is not dense or causal'}")
         if self.backend == "window" and not window_ok:
             raise ValueError(f"backend 'window' cannot compute {pattern!r}: {why or 'it is not a finite band'}")
+        if self.backend == "flex" and flex_cannot:
+            raise ValueError(f"backend 'flex' cannot compute {pattern!r}: {flex_cannot}")
         return self.backend, why
+
+    def _flex_cannot(self, device: torch.device) -> str:
+        """Why FlexAttention cannot run a softmax pattern on ``device`` ("" when it can)."""
+        if self.dropout > 0 and self.training:
+            return f"FlexAttention has no dropout on the weights (dropout={self.dropout} in training)"
+        if not flex_available(device):
+            return f"FlexAttention has no kernel on {device} (it needs a CUDA GPU of compute capability 8.0+, or the CPU)"
+        return ""
 
     # ------------------------------------------------------------------------- forward
 
@@ -269,8 +297,8 @@ class GraphMultiheadAttention(MessagePassing):
             raise ValueError("edge_attr was given but the layer has no edge_dim")
         needs_edges = self.lin_edge_value is not None and edge_attr is not None
         wants_pairs = edge_attr is not None or attn_bias is not None or return_attention_weights
-        pairs = self._pairs(edge_index, pattern, ptr, key_ptr, (num_q, num_k, x_query.device), is_self, needs_edges,
-                            wants_pairs)
+        pairs, pattern = self._pairs(edge_index, pattern, ptr, key_ptr, (num_q, num_k, x_query.device), is_self,
+                                     needs_edges, wants_pairs)
         bias, edge_attr = self._edge_terms(edge_attr, attn_bias, pairs)
         q, k, v = self._project(x_key, x_query, value, key_value)
         if self.lin_edge_key is not None and edge_attr is not None:
@@ -281,9 +309,11 @@ class GraphMultiheadAttention(MessagePassing):
         if self.explaining:
             out, alpha, has_key = self._propagate(q, k, v, pairs, bias, edge_attr)
         else:
-            out, alpha, has_key = self._attend(q, k, v, pairs, bias, edge_attr, return_attention_weights)
+            out, alpha, has_key = self._attend(q, k, v, pairs, bias, edge_attr, return_attention_weights,
+                                               pattern, edge_index)
         out = self.out_proj(out.reshape(num_q, self.embed_dim))
-        out = out * has_key.unsqueeze(-1).to(out.dtype)  # no allowed key, no message: exactly zero
+        # No allowed key, no message: exactly zero (in place: the projection keeps its input, not its output).
+        out = out.mul_(has_key.unsqueeze(-1).to(out.dtype))
         if not return_attention_weights:
             return out
         edge_index, alpha = pairs.edge_index, alpha
@@ -328,8 +358,10 @@ class GraphMultiheadAttention(MessagePassing):
         if key_value[0].size(0) != key_value[1].size(0):
             raise ValueError(f"key_value keys ({key_value[0].size(0)}) and values ({key_value[1].size(0)}) must have the same rows")
 
-    def _pairs(self, edge_index, pattern, ptr, key_ptr, sizes, is_self, needs_edges, wants_pairs) -> Pairs:
-        """Check how the pairs were given, choose the backend and build the edge list it needs."""
+    def _pairs(self, edge_index, pattern, ptr, key_ptr, sizes, is_self, needs_edges,
+               wants_pairs) -> tuple[Pairs, Optional[Pattern]]:
+        """Check how the pairs were given, choose the backend and build the edge list it needs;
+        also the checked pattern (None without one), which the flex backend reads."""
         num_q, num_k, device = sizes
         if pattern is None and edge_index is None:
             raise ValueError("give edge_index [2, E] or a pattern (with ptr)")
@@ -338,16 +370,16 @@ class GraphMultiheadAttention(MessagePassing):
         if pattern is None:
             if ptr is not None or key_ptr is not None:
                 raise ValueError("ptr and key_ptr describe a pattern's layout: give pattern too")
-            self.select_backend(None, 0, needs_edges)  # raises if a forced backend cannot run
+            self.select_backend(None, 0, needs_edges, device)  # raises if a forced backend cannot run
             if self.explaining:  # messages in the caller's edge order, as the explainer's mask is
-                return Pairs("edges", None, None, None, edge_index, None)
-            return sorted_edges(edge_index, num_k)
+                return Pairs("edges", None, None, None, edge_index, None), None
+            return sorted_edges(edge_index, num_k), None
         pattern = as_pattern(pattern)
         if edge_index is not None and pattern.position_based:
             raise ValueError(f"edge_index was given with the position-based pattern {pattern!r}, which reads no "
                              "graph: give the pairs as edge_index, or as a pattern, not both")
         ptr, key_ptr, max_len = pattern_layout(ptr, key_ptr, num_q, num_k, is_self, device)
-        backend, _ = self.select_backend(pattern, max_len, needs_edges)
+        backend, _ = self.select_backend(pattern, max_len, needs_edges, device)
         pattern_edges = order = None
         if backend == "edges" or wants_pairs or self.explaining:
             pattern_edges = pattern.edge_index(ptr, None if is_self and key_ptr is ptr else key_ptr, graph=edge_index)
@@ -355,7 +387,7 @@ class GraphMultiheadAttention(MessagePassing):
             order = graph_edges_first(pattern_edges, edge_index, num_k)
             pattern_edges = pattern_edges if order is None else pattern_edges[:, order]
         band = as_band(pattern) if backend in ("dense", "window") else None
-        return Pairs(backend, band, ptr, key_ptr, pattern_edges, order)
+        return Pairs(backend, band, ptr, key_ptr, pattern_edges, order), pattern
 
     def _edge_terms(self, edge_attr, attn_bias, pairs: Pairs) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """The score bias ``[E, H]`` and edge features ``[E, edge_dim]``, both in sorted edge order."""
@@ -386,11 +418,10 @@ class GraphMultiheadAttention(MessagePassing):
         return (w_q, b_q), (w_k, b_k), (w_v, b_v)
 
     def _project(self, x_key, x_query, value, key_value) -> tuple[Tensor, Tensor, Tensor]:
+        # Three matmuls, not one fused as nn.MultiheadAttention does: the gradients of the chunks
+        # of a fused projection are concatenated in backward while they are all alive, twice the
+        # projections' memory (1.5 GB at a million nodes and 64 channels), for little speed.
         shape = (-1, self.num_heads, self.head_dim)
-        if key_value is None and x_key is x_query and x_key is value and self._qkv_same_embed_dim:
-            # One matmul for the three projections, as nn.MultiheadAttention does.
-            q, k, v = F.linear(x_query, self.in_proj_weight, self.in_proj_bias).chunk(3, -1)
-            return q.reshape(shape), k.reshape(shape), v.reshape(shape)  # [N, H, D] each
         (w_q, b_q), _, _ = self._weights()
         k, v = key_value if key_value is not None else self.project_key_value(x_key, value)
         return F.linear(x_query, w_q, b_q).reshape(shape), k, v
@@ -405,9 +436,15 @@ class GraphMultiheadAttention(MessagePassing):
         shape = (-1, self.num_heads, self.head_dim)
         return F.linear(x_key, w_k, b_k).reshape(shape), F.linear(value, w_v, b_v).reshape(shape)
 
-    def _attend(self, q, k, v, pairs: Pairs, bias, edge_attr, need_weights) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    def _attend(self, q, k, v, pairs: Pairs, bias, edge_attr, need_weights, pattern=None,
+                graph=None) -> tuple[Tensor, Optional[Tensor], Tensor]:
         """``(out [N_q, H, D], weights [E, H] or None, has_key [N_q])`` from the chosen backend."""
         dropout_p = self.dropout if self.training else 0.0
+        if pairs.backend == "flex":
+            # Self-attention keeps one layout (graph patterns accept no other).
+            key_ptr = None if pairs.key_ptr is pairs.ptr else pairs.key_ptr
+            return flex_attention(q, k, v, pairs.ptr, key_ptr, pattern, graph=graph, bias=bias,
+                                  edge_index=pairs.edge_index, need_weights=need_weights, return_has_key=True)
         if pairs.backend == "edges":
             layout = CSRLayout.build(pairs.edge_index, q.size(0), k.size(0))
             edge_value = None

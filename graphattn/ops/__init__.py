@@ -8,9 +8,14 @@ order. Dropout applies whenever ``dropout_p > 0`` (callers pass 0 in evaluation,
 * :func:`dense_attention` (``dense.py``): dense and causal patterns, padded blocks through SDPA.
 * :func:`edge_attention` (``edges.py``): any edge list, CSR SDDMM / softmax / SpMM.
 * :func:`window_attention` (``window.py``): finite bands, blocked and recomputing in backward.
+* :func:`flex_attention` (``flex.py``): any pattern through FlexAttention (a ``mask_mod`` from the
+  pattern's rule, a ``BlockMask`` from its structure, biases as a ``score_mod``); CUDA, or CPU
+  forward only.
 """
 from graphattn.ops.dense import dense_attention
 from graphattn.ops.edges import NORMALIZATIONS, CSRLayout, edge_attention, normalize
+from graphattn.ops.flex import BlockSparsity, block_sparsity, flex_attention, flex_available, pattern_block_mask
 from graphattn.ops.window import window_attention
 
-__all__ = ["dense_attention", "edge_attention", "window_attention", "normalize", "CSRLayout", "NORMALIZATIONS"]
+__all__ = ["dense_attention", "edge_attention", "window_attention", "flex_attention", "normalize", "CSRLayout",
+           "NORMALIZATIONS", "BlockSparsity", "block_sparsity", "pattern_block_mask", "flex_available"]

@@ -41,6 +41,10 @@ class RangePattern(Pattern):
         lo, hi = self.key_ranges(query, key)
         return (src >= lo[dst]) & (src < hi[dst])
 
+    def mask_rule(self, query, key):
+        lo, hi = self.key_ranges(query, key)
+        return lambda i, j: (j >= lo[i]) & (j < hi[i])
+
     def simplify_intersection(self, other):
         if isinstance(other, RangePattern):
             return RangeIntersection(self, other)
@@ -98,6 +102,24 @@ class Band(RangePattern):
         hi = n_key if self.right is None else torch.minimum(query.pos + self.right + 1, n_key)
         base = key.ptr[query.batch]
         return base + lo, base + hi
+
+    def mask_rule(self, query, key):
+        if key is not query:  # cross-attention: local positions differ, the runs of keys say it
+            return super().mask_rule(query, key)
+        # Self-attention: j - i is the local offset within an example, so a band needs no table
+        # (as a hand-written FlexAttention mask would not), and one example no example check.
+        left, right, batch = self.left, self.right, query.batch
+        one_example = query.sizes.numel() == 1
+
+        def rule(i, j):
+            offset, ok = j - i, j >= 0  # every pair, before the limits below
+            if left is not None:
+                ok = ok & (offset >= -left)
+            if right is not None:
+                ok = ok & (offset <= right)
+            return ok if one_example else ok & (batch[i] == batch[j])
+
+        return rule
 
     def closed_form_reach(self, n, num_layers):
         # Information moves forward by up to `left` and backward by up to `right` positions

@@ -22,12 +22,14 @@ Writing a pattern of your own takes one method; the others are optional hooks::
 ``query`` and ``key`` are :class:`~graphattn.utils.Layout`\ s (``ptr``, ``sizes``, per-node
 ``batch`` and ``pos``, and the batch's ``graph`` if it has one), the same object for
 self-attention. Optional hooks: :meth:`allows` (membership of given pairs; default: a search in
-:meth:`build_edges`), :meth:`closed_form_reach` and :meth:`has_hub` (faster statistics), and
-the class attributes ``position_based`` (False when the pattern reads a graph) and ``bipartite``.
+:meth:`build_edges`), :meth:`mask_rule` (the pattern as a pointwise rule, for FlexAttention;
+default: a search in the edges), :meth:`closed_form_reach` and :meth:`has_hub` (faster
+statistics), and the class attributes ``position_based`` (False when the pattern reads a graph)
+and ``bipartite``.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -37,7 +39,11 @@ from graphattn.utils.batch import Layout, layouts
 from graphattn.utils.checks import PtrLike, check_edge_index, check_int
 from graphattn.utils.edges import edge_keys, merge_edges, sorted_isin
 
-__all__ = ["Pattern", "Union", "Intersection", "check_pattern"]
+__all__ = ["Pattern", "Union", "Intersection", "check_pattern", "MaskRule", "EdgeTable"]
+
+#: ``rule(i, j) -> bool``: True where query ``i`` may attend key ``j`` (global indices, int64
+#: tensors of one shape); see :meth:`Pattern.mask_rule`
+MaskRule = Callable[[Tensor, Tensor], Tensor]
 
 
 class Pattern:
@@ -165,6 +171,20 @@ class Pattern:
         ref = edge_keys(self.build_edges(query, key), key.num_nodes)
         return sorted_isin(dst * max(key.num_nodes, 1) + src, ref)
 
+    def mask_rule(self, query: Layout, key: Layout) -> MaskRule:
+        """The pattern as a pointwise rule: ``rule(i, j)`` is True where query ``i`` may attend key ``j``.
+
+        ``i`` and ``j`` are global query and key indices (int64 tensors of one shape, or
+        broadcastable); the rule is what FlexAttention calls a ``mask_mod``, examples included
+        (pairs across examples are False). It must be elementwise: comparisons, arithmetic and
+        gathers from tensors computed here, no Python branch on values, so that ``torch.vmap``
+        and ``torch.compile`` (a GPU kernel) can run it. Polarity: True = may attend.
+
+        The default looks ``j`` up among the sorted keys of ``i`` (:class:`EdgeTable` of
+        :meth:`build_edges`): any pattern has a rule. Patterns with a closed form override it.
+        """
+        return EdgeTable.of(self.build_edges(query, key), query.num_nodes).rule
+
     def closed_form_reach(self, n: int, num_layers: int) -> Optional[tuple[float, Tensor]]:
         """``(max path length, receptive field [n])`` of one example of length ``n``, if known."""
         return None
@@ -218,6 +238,10 @@ class Union(Pattern):
     def allows(self, src, dst, query, key):
         return self.a.allows(src, dst, query, key) | self.b.allows(src, dst, query, key)
 
+    def mask_rule(self, query, key):
+        rule_a, rule_b = self.a.mask_rule(query, key), self.b.mask_rule(query, key)
+        return lambda i, j: rule_a(i, j) | rule_b(i, j)
+
     def has_hub(self, n):
         return self.a.has_hub(n) or self.b.has_hub(n)
 
@@ -243,5 +267,47 @@ class Intersection(Pattern):
     def allows(self, src, dst, query, key):
         return self.a.allows(src, dst, query, key) & self.b.allows(src, dst, query, key)
 
+    def mask_rule(self, query, key):
+        rule_a, rule_b = self.a.mask_rule(query, key), self.b.mask_rule(query, key)
+        return lambda i, j: rule_a(i, j) & rule_b(i, j)
+
     def __repr__(self):
         return f"{_wrap(self.a)}&{_wrap(self.b)}"
+
+
+class EdgeTable(NamedTuple):
+    """Sorted edges as a lookup table: each query's keys, sorted, found by binary search.
+
+    The pointwise form of a pattern that has no closed one (graph patterns, patterns of one's
+    own): :meth:`find` takes ``ceil(log2(max keys per query + 1))`` gathers per pair, with no
+    branch on values, so that it runs inside FlexAttention's ``mask_mod`` / ``score_mod``.
+    """
+
+    rowptr: Tensor  # [N_q + 1] CSR offsets over queries
+    col: Tensor  # [E] key of each edge, sorted within each query
+    steps: int  # halvings that narrow any query's run of keys to one position
+
+    @staticmethod
+    def of(edge_index: Tensor, num_queries: int) -> "EdgeTable":
+        """The table of ``edge_index [2, E]`` sorted by query, then key (as patterns return it)."""
+        rowptr = torch.searchsorted(edge_index[1], torch.arange(num_queries + 1, device=edge_index.device))
+        most = int(rowptr.diff().max()) if num_queries else 0
+        return EdgeTable(rowptr, edge_index[0], most.bit_length())
+
+    def find(self, i: Tensor, j: Tensor) -> tuple[Tensor, Tensor]:
+        """``(found, position)``: whether key ``j`` is among query ``i``'s keys, and the edge's
+        position in the sorted list (meaningless where not found, but always in bounds)."""
+        last = max(self.col.numel() - 1, 0)
+        col = self.col if self.col.numel() else self.rowptr[:1]  # one harmless entry to gather
+        lo, end = self.rowptr[i], self.rowptr[i + 1]
+        hi = end
+        for _ in range(self.steps):  # lower bound of j in col[lo:hi]
+            mid = (lo + hi) // 2
+            right = (lo < hi) & (col[mid.clamp(max=last)] < j)
+            lo, hi = torch.where(right, mid + 1, lo), torch.where(right, hi, mid)
+        position = lo.clamp(max=last)
+        return (lo < end) & (col[position] == j), position
+
+    def rule(self, i: Tensor, j: Tensor) -> Tensor:
+        """The :data:`MaskRule` of the table."""
+        return self.find(i, j)[0]

@@ -27,6 +27,9 @@ class Cross(Pattern):
     def allows(self, src, dst, query, key):
         return self.pattern.allows(src, dst, query, key)
 
+    def mask_rule(self, query, key):
+        return self.pattern.mask_rule(query, key)
+
     def key_ranges(self, query, key):
         """The inner pattern's run of keys per query, when it is contiguous."""
         return self.pattern.key_ranges(query, key)

@@ -48,9 +48,17 @@ class Dilated(Pattern):
         return candidates_to_edges(local + key.ptr[query.batch].unsqueeze(1), valid)
 
     def allows(self, src, dst, query, key):
-        same = key.batch[src] == query.batch[dst]
-        diff = key.pos[src] - query.pos[dst]
-        return same & (diff.abs() <= self.w * self.dilation) & (diff % self.dilation == 0)
+        return self.mask_rule(query, key)(dst, src)
+
+    def mask_rule(self, query, key):
+        q_batch, k_batch, q_pos, k_pos = query.batch, key.batch, query.pos, key.pos
+        span, dilation = self.w * self.dilation, self.dilation
+
+        def rule(i, j):
+            diff = k_pos[j] - q_pos[i]
+            return (k_batch[j] == q_batch[i]) & (diff.abs() <= span) & (diff % dilation == 0)
+
+        return rule
 
     def __repr__(self):
         return f"dilated:{self.w}:{self.dilation}"
@@ -95,6 +103,12 @@ class GlobalTokens(Pattern):
         same = key.batch[src] == query.batch[dst]
         return same & (self._is_global(query.pos[dst]) | self._is_global(key.pos[src]))
 
+    def mask_rule(self, query, key):
+        # Per node, not per pair: the rule then gathers instead of searching the indices.
+        q_global, k_global = self._is_global(query.pos), self._is_global(key.pos)
+        q_batch, k_batch = query.batch, key.batch
+        return lambda i, j: (q_batch[i] == k_batch[j]) & (q_global[i] | k_global[j])
+
     def has_hub(self, n):
         return bool(self.indices) and self.indices[0] < n
 
@@ -120,7 +134,9 @@ class RandomKeys(Pattern):
                              "(the same seed gives the same keys on every call)")
         self.seed = check_int("seed", seed, 0)
 
-    def build_edges(self, query, key):
+    def draws(self, query, key) -> Tensor:
+        """The keys of every query, ``[N_q, num_keys]`` in global numbering, sorted, ``-1`` where
+        the example has fewer than ``num_keys`` keys."""
         n = key.sizes[query.batch]  # [Nq] keys available to each query
         r = self.num_keys
         device = query.ptr.device
@@ -138,7 +154,23 @@ class RandomKeys(Pattern):
             chosen = torch.where(short.unsqueeze(1), every, chosen)
         chosen, _ = chosen.sort(1)
         valid = chosen < n.unsqueeze(1)
-        return candidates_to_edges(chosen + key.ptr[query.batch].unsqueeze(1), valid)
+        return torch.where(valid, chosen + key.ptr[query.batch].unsqueeze(1), -1)
+
+    def build_edges(self, query, key):
+        keys = self.draws(query, key)
+        return candidates_to_edges(keys, keys >= 0)
+
+    def mask_rule(self, query, key):
+        # The same hashed draws, as a table of num_keys columns: one gather per column and pair.
+        columns = [c.contiguous() for c in self.draws(query, key).unbind(1)]
+
+        def rule(i, j):
+            ok = columns[0][i] == j
+            for column in columns[1:]:
+                ok = ok | (column[i] == j)
+            return ok
+
+        return rule
 
     def __repr__(self):
         return f"random:{self.num_keys}:{self.seed}"
