@@ -1,10 +1,14 @@
-r"""Dense and causal attention of ragged batches through SDPA on padded per-example blocks.
+r"""Dense and causal attention of ragged batches through SDPA, without padding where it can.
 
 The dense backend of :class:`~graphattn.nn.GraphMultiheadAttention`. Each example's queries
 attend all keys of the same example of ``key_ptr`` (with ``causal=True``: keys at local
-positions ``s <= t``). The padded batch goes through
-:func:`torch.nn.functional.scaled_dot_product_attention`, which picks fused kernels where the
-device has them; examples of equal length need no padding and no mask at all.
+positions ``s <= t``), through :func:`torch.nn.functional.scaled_dot_product_attention`:
+
+* examples of equal length are already a padded batch, as a view: no padding, no mask;
+* on CUDA, ragged examples go as nested jagged tensors whose offsets are ``ptr`` itself (the
+  ``cu_seqlens`` of FlashAttention's and memory-efficient attention's variable-length kernels):
+  no padding either (``varlen``);
+* otherwise (CPU, biases, weights) they are padded to the longest example and masked.
 """
 from __future__ import annotations
 
@@ -74,8 +78,15 @@ def dense_attention(
     edge_index: Optional[Tensor] = None,
     dropout_p: float = 0.0,
     need_weights: bool = False,
+    varlen: Optional[bool] = None,
 ) -> tuple[Tensor, Optional[Tensor]]:
-    r"""Dense (or causal) attention of ragged examples through padded per-example blocks.
+    r"""Dense (or causal) attention of ragged examples through SDPA, padded only where needed.
+
+    .. math::
+        o_i = \sum_{j} \operatorname{softmax}_j \left(\text{scale} \cdot \langle q_i, k_j \rangle
+        + b_{ij}\right) v_j
+
+    over the keys :math:`j` of query :math:`i`'s example (:math:`s \le t` with ``causal``).
 
     Args:
         query, key, value (Tensor): ``[Nq, H, D]``, ``[Nk, H, D]``, ``[Nk, H, Dv]``.
@@ -87,6 +98,11 @@ def dense_attention(
             or ``need_weights``.
         dropout_p (float): dropout on the weights (pass 0 in evaluation, as to SDPA).
         need_weights (bool): also return the weights ``[E, H]`` on ``edge_index``.
+        varlen (bool, optional): ragged examples as nested jagged tensors (offsets ``ptr``)
+            instead of a padded batch: ``None`` takes it where a fused variable-length kernel
+            runs (CUDA; no ``bias``, no weights, and for ``causal`` equal query and key lengths
+            per example), ``True`` asks for it (on CPU: torch's unfused nested-tensor path, not
+            causal), ``False`` pads. Traced code takes the automatic choice. (default: :obj:`None`)
 
     Returns:
         ``(out [Nq, H, Dv], weights [E, H] or None)``.
@@ -101,10 +117,12 @@ def dense_attention(
         out, weights = dense_forward(query, key, value, ptr, key_ptr, causal, float(scale), bias, edge_index,
                                      float(dropout_p), seed, need_weights, num_edges)
         return out, weights if need_weights else None
-    return _dense(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights)
+    if varlen and (bias is not None or need_weights):
+        raise ValueError("varlen=True cannot add a bias or return weights: nested-tensor SDPA takes no mask")
+    return _dense(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights, varlen)
 
 
-def _dense(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights):
+def _dense(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights, varlen=None):
     num_heads = query.size(1)
     if query.size(0) == 0 or key.size(0) == 0:
         weights = query.new_zeros(0 if edge_index is None else edge_index.size(1), num_heads) if need_weights else None
@@ -118,7 +136,44 @@ def _dense(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dro
         q, k, v = (t.view(*shape, t.size(-1)).transpose(1, 2) for t in (query, key, value))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
         return out.transpose(1, 2).reshape(query.size(0), num_heads, -1), None
+    if varlen is not False and bias is None and not need_weights:
+        nested = _nested(query, key, value, ptr, key_ptr, causal, dropout_p, varlen)
+        if nested is not None:
+            out = F.scaled_dot_product_attention(*nested, dropout_p=dropout_p, is_causal=causal, scale=scale)
+            return out.transpose(1, 2).values(), None  # [Nq, H, Dv]: the values of the jagged output
     return _padded_attention(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights)
+
+
+def _nested(query, key, value, ptr, key_ptr, causal, dropout_p, varlen) -> Optional[tuple[Tensor, Tensor, Tensor]]:
+    """Queries, keys and values as nested jagged ``[B', H, j, D]`` tensors over the non-empty
+    examples, or None where the layout or the device has no variable-length kernel (``varlen``
+    None; ``True`` raises instead)."""
+    if varlen is None and not query.is_cuda:  # the fused variable-length kernels are CUDA's
+        return None
+    q_sizes, k_sizes = ptr.diff(), key_ptr.diff()
+    # An example with queries but no keys (or keys but no queries) has no jagged form: its rows
+    # would join a neighbour. Causal with unequal lengths: kernels align the diagonal differently.
+    bad = bool(((q_sizes > 0) != (k_sizes > 0)).any()) or (causal and not torch.equal(q_sizes, k_sizes))
+    if bad:
+        if varlen:
+            raise ValueError("varlen=True needs every example to have queries and keys, or neither "
+                             "(and, with causal=True, as many of each)")
+        return None
+    keep = q_sizes > 0  # fused kernels take no empty sequence: empty examples leave the batch
+    parts = []
+    for x, offsets, sizes in ((query, ptr, q_sizes), (key, key_ptr, k_sizes), (value, key_ptr, k_sizes)):
+        offsets, sizes = torch.cat([offsets[:1], offsets[1:][keep]]), sizes[keep]
+        parts.append(torch.nested.nested_tensor_from_jagged(
+            x, offsets, min_seqlen=int(sizes.min()), max_seqlen=int(sizes.max())).transpose(1, 2))
+    params = torch.backends.cuda.SDPAParams(*parts, None, dropout_p, causal, False)
+    fused = query.is_cuda and (torch.backends.cuda.can_use_flash_attention(params)
+                               or torch.backends.cuda.can_use_efficient_attention(params))
+    if varlen is None and not fused:
+        return None
+    if varlen and causal and not fused:
+        raise ValueError(f"varlen=True with causal=True needs a fused CUDA kernel (torch's nested-tensor SDPA has "
+                         f"no causal fallback), and none runs on {query.device} for these inputs")
+    return tuple(parts)
 
 
 def _padded_attention(query, key, value, ptr, key_ptr, causal, scale, bias, edge_index, dropout_p, need_weights):
