@@ -1,6 +1,8 @@
 r"""GraphMultiheadAttention: one multi-head attention layer for every attention pattern."""
 from __future__ import annotations
 
+import contextlib
+
 from typing import Optional, Union
 
 import torch
@@ -15,9 +17,12 @@ from graphattn.ops import (NORMALIZATIONS, CSRLayout, dense_attention, edge_atte
                            normalize, window_attention)
 from graphattn.patterns import Pattern, as_pattern
 from graphattn.utils.batch import ptr_to_batch
-from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int
+from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int, eager_only
 
-__all__ = ["GraphMultiheadAttention", "BACKENDS"]
+__all__ = ["GraphMultiheadAttention", "BACKENDS", "RECOMPUTE_ABOVE"]
+
+#: projected elements (q, k and v together) above which the edges backend recomputes them in backward
+RECOMPUTE_ABOVE = 1 << 24
 
 BACKENDS = ("auto", "edges", "dense", "window", "flex")
 
@@ -310,7 +315,7 @@ class GraphMultiheadAttention(MessagePassing):
             out, alpha, has_key = self._propagate(q, k, v, pairs, bias, edge_attr)
         else:
             out, alpha, has_key = self._attend(q, k, v, pairs, bias, edge_attr, return_attention_weights,
-                                               pattern, edge_index)
+                                               pattern, edge_index, self._recipes(x_key, x_query, value, key_value))
         out = self.out_proj(out.reshape(num_q, self.embed_dim))
         # No allowed key, no message: exactly zero (in place: the projection keeps its input, not its output).
         out = out.mul_(has_key.unsqueeze(-1).to(out.dtype))
@@ -426,6 +431,37 @@ class GraphMultiheadAttention(MessagePassing):
         k, v = key_value if key_value is not None else self.project_key_value(x_key, value)
         return F.linear(x_query, w_q, b_q).reshape(shape), k, v
 
+    def _recipes(self, x_key, x_query, value, key_value) -> tuple:
+        """How to project q, k and v again in backward (see :meth:`_projections_recomputed`);
+        keys and values given already projected are not this call's to recompute."""
+        shape = (-1, self.num_heads, self.head_dim)
+        (w_q, b_q), (w_k, b_k), (w_v, b_v) = self._weights()
+        value = x_key if value is None else value
+        return (lambda: F.linear(x_query, w_q, b_q).reshape(shape),
+                (lambda: F.linear(x_key, w_k, b_k).reshape(shape)) if key_value is None else None,
+                (lambda: F.linear(value, w_v, b_v).reshape(shape)) if key_value is None else None)
+
+    def _projections_recomputed(self, projected: tuple, recipes: tuple):
+        """A context in which the tensors ``projected`` (q, k, v of this call) are not kept for the
+        backward pass but projected again there, when they are large (:data:`RECOMPUTE_ABOVE`
+        elements together): at a million nodes and 64 channels they are 768 MB, three small
+        matrix products to recompute. Eager only (torch.compile plans its own memory)."""
+        if not (eager_only() and torch.is_grad_enabled() and sum(t.numel() for t in projected) >= RECOMPUTE_ABOVE):
+            return contextlib.nullcontext()
+        recipes = {(t.data_ptr(), tuple(t.shape)): recipe for t, recipe in zip(projected, recipes)}
+
+        def pack(tensor: Tensor):
+            recipe = recipes.get((tensor.data_ptr(), tuple(tensor.shape))) if tensor.numel() else None
+            return tensor if recipe is None else recipe
+
+        def unpack(packed):
+            if isinstance(packed, Tensor):
+                return packed
+            with torch.no_grad():
+                return packed()
+
+        return torch.autograd.graph.saved_tensors_hooks(pack, unpack)
+
     def project_key_value(self, x_key: Tensor, value: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Projected keys and values ``([N_k, H, D], [N_k, H, D])`` of key (and value) inputs.
 
@@ -437,7 +473,7 @@ class GraphMultiheadAttention(MessagePassing):
         return F.linear(x_key, w_k, b_k).reshape(shape), F.linear(value, w_v, b_v).reshape(shape)
 
     def _attend(self, q, k, v, pairs: Pairs, bias, edge_attr, need_weights, pattern=None,
-                graph=None) -> tuple[Tensor, Optional[Tensor], Tensor]:
+                graph=None, recipes: tuple = (None, None, None)) -> tuple[Tensor, Optional[Tensor], Tensor]:
         """``(out [N_q, H, D], weights [E, H] or None, has_key [N_q])`` from the chosen backend."""
         dropout_p = self.dropout if self.training else 0.0
         if pairs.backend == "flex":
@@ -450,9 +486,10 @@ class GraphMultiheadAttention(MessagePassing):
             edge_value = None
             if self.lin_edge_value is not None and edge_attr is not None:
                 edge_value = self.lin_edge_value(edge_attr).view(-1, self.num_heads, self.head_dim)
-            out, alpha = edge_attention(q, k, v, pairs.edge_index, bias=bias, edge_value=edge_value,
-                                        normalization=self.normalization, dropout_p=dropout_p,
-                                        need_weights=need_weights, layout=layout)
+            with self._projections_recomputed((q, k, v), recipes):
+                out, alpha = edge_attention(q, k, v, pairs.edge_index, bias=bias, edge_value=edge_value,
+                                            normalization=self.normalization, dropout_p=dropout_p,
+                                            need_weights=need_weights, layout=layout)
             return out, alpha, layout.rowptr.diff() > 0
         if pairs.backend == "dense":
             out, alpha = dense_attention(q, k, v, pairs.ptr, pairs.key_ptr, causal=pairs.band.right == 0, bias=bias,

@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.utils import degree, segment, softmax
+from torch_geometric.utils import cumsum, degree, segment, softmax
 
 __all__ = ["NORMALIZATIONS", "CSRLayout", "edge_scores", "edge_aggregate", "edge_softmax", "normalize", "edge_attention"]
 
@@ -34,17 +34,21 @@ class CSRLayout(NamedTuple):
     col: Tensor  # [E] key of each edge
     row: Tensor  # [E] query of each edge
     colptr: Tensor  # [Nk + 1] CSR offsets of the transpose (over keys)
-    perm: Tensor  # [E] edge order of the transpose (sorted by key, then query)
-    row_t: Tensor  # [E] row[perm]: the query of each edge of the transpose
+    perm: Tensor  # [E] edge order of the transpose (sorted by key, then query), or [0]: sorted when needed
+    row_t: Tensor  # [E] row[perm]: the query of each edge of the transpose, or [0] with perm
 
     @staticmethod
-    def build(edge_index: Tensor, num_queries: int, num_keys: int) -> "CSRLayout":
+    def build(edge_index: Tensor, num_queries: int, num_keys: int, transpose: bool = False) -> "CSRLayout":
+        """The layout of sorted ``edge_index``; with ``transpose`` also the transpose's order, which
+        only backward passes need: without it each transposed product sorts for itself, and a
+        forward pass keeps two ``[E]`` tensors fewer alive until its backward."""
         src, dst = edge_index
         rowptr = _offsets(dst, num_queries)
-        # A stable sort by key keeps the query order within each key: (key, query) order.
-        perm = torch.sort(src, stable=True).indices
-        colptr = _offsets(src[perm], num_keys)
-        return CSRLayout(rowptr, src, dst, colptr, perm, dst[perm])
+        colptr = cumsum(degree(src, num_keys, dtype=torch.long))
+        perm = row_t = src.new_empty(0)
+        if transpose:
+            perm, row_t = _transpose_order(src, dst)
+        return CSRLayout(rowptr, src, dst, colptr, perm, row_t)
 
     @property
     def num_queries(self) -> int:
@@ -55,19 +59,25 @@ class CSRLayout(NamedTuple):
         return self.colptr.numel() - 1
 
 
+def _transpose_order(col: Tensor, row: Tensor) -> tuple[Tensor, Tensor]:
+    # A stable sort by key keeps the query order within each key: (key, query) order.
+    perm = torch.sort(col, stable=True).indices
+    return perm, row[perm]
+
+
 def _offsets(sorted_index: Tensor, size: int) -> Tensor:
     """CSR offsets ``[size + 1]`` of a sorted index. A search rather than torch's COO-to-CSR
     conversion, whose shape function pins ``size`` to a constant under ``torch.export``."""
     return torch.searchsorted(sorted_index, torch.arange(size + 1, device=sorted_index.device))
 
 
-def _csr(layout: CSRLayout, values: Tensor, transpose: bool) -> Tensor:
+def _csr(layout: CSRLayout, values: Tensor, transpose: bool, row_t: Optional[Tensor] = None) -> Tensor:
     """A CSR matrix ``[Nq, Nk]`` (or ``[Nk, Nq]``) with one value an edge; for the transpose,
     ``values`` must already be in the transpose's edge order (``values[perm]``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
         if transpose:
-            return torch.sparse_csr_tensor(layout.colptr, layout.row_t, values, (layout.num_keys, layout.num_queries))
+            return torch.sparse_csr_tensor(layout.colptr, row_t, values, (layout.num_keys, layout.num_queries))
         return torch.sparse_csr_tensor(layout.rowptr, layout.col, values, (layout.num_queries, layout.num_keys))
 
 
@@ -77,11 +87,13 @@ def _spmm(layout: CSRLayout, values: Tensor, dense: Tensor, transpose: bool = Fa
     out = dense.new_zeros(num_rows, dense.size(1), dense.size(2))
     if values.numel() == 0 or dense.numel() == 0:
         return out
-    if transpose:  # one gather for all heads: random access over [E, H] is the costly part
-        values = values[layout.perm]
+    perm, row_t = layout.perm, layout.row_t
+    if transpose and perm.numel() != layout.col.numel():
+        perm, row_t = _transpose_order(layout.col, layout.row)
     # One head at a time, on contiguous copies of that head: transient memory of one head.
     for h in range(dense.size(1)):
-        out[:, h] = _csr(layout, values[:, h].contiguous(), transpose) @ dense[:, h].contiguous()
+        head_values = values[:, h].index_select(0, perm) if transpose else values[:, h].contiguous()
+        out[:, h] = _csr(layout, head_values, transpose, row_t) @ dense[:, h].contiguous()
     return out
 
 
@@ -139,7 +151,8 @@ def edge_softmax(rowptr: Tensor, row: Tensor, scores: Tensor) -> Tensor:
     if scores.numel() == 0:
         return scores.clone()
     top = segment(scores, rowptr, reduce="max").index_select(0, row)
-    weights = (scores - top).exp_()
+    weights = scores.sub(top).exp_()
+    del top  # [E, H]: free it before the next one
     return weights.div_(segment(weights, rowptr, reduce="sum").index_select(0, row))
 
 

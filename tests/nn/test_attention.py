@@ -381,3 +381,38 @@ def test_repr():
     assert repr(GraphMultiheadAttention(16, 2, edge_dim=4, backend="edges")) == (
         "GraphMultiheadAttention(16, num_heads=2, edge_dim=4, backend='edges')"
     )
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_recomputed_projections_give_the_same_gradients(monkeypatch, cross):
+    # Above RECOMPUTE_ABOVE elements the edges backend projects q, k, v again in backward
+    # instead of keeping them; the gradients must not change.
+    import graphattn.nn.attention as attention_module
+
+    torch.manual_seed(0)
+    layer = GraphMultiheadAttention(16, 4, kdim=8 if cross else None, vdim=8 if cross else None)
+    x = torch.randn(12, 16, requires_grad=True)
+    x_key = torch.randn(9, 8, requires_grad=True) if cross else x
+    edge_index = torch.stack([torch.randint(0, x_key.size(0), (40,)), torch.randint(0, 12, (40,))])
+
+    def grads():
+        layer.zero_grad()
+        for t in (x, x_key):
+            t.grad = None
+        out = layer((x_key, x) if cross else x, edge_index)
+        out.square().sum().backward()
+        return [out.detach(), x.grad.clone(), x_key.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+
+    kept = grads()
+    monkeypatch.setattr(attention_module, "RECOMPUTE_ABOVE", 0)
+    calls = []
+    recipes = layer._recipes
+
+    def counted(*args):
+        return tuple(None if r is None else (lambda r=r: calls.append(1) or r()) for r in recipes(*args))
+
+    monkeypatch.setattr(layer, "_recipes", counted)
+    recomputed = grads()
+    assert len(calls) == 3  # q and k for the scores' backward, v for the aggregation's
+    for a, b in zip(recomputed, kept):
+        torch.testing.assert_close(a, b)
