@@ -11,13 +11,14 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import degree
 
-from graphattn.nn.pairs import (Pairs, as_band, as_edge_index, band_has_key, graph_edges_first, pattern_layout,
-                               sorted_edges)
+from graphattn.nn.pairs import (Pairs, as_band, as_edge_index, band_has_key, check_key_value, check_node_inputs,
+                               graph_edges_first, pattern_layout, sorted_edges)
 from graphattn.ops import (NORMALIZATIONS, CSRLayout, dense_attention, edge_attention, flex_attention, flex_available,
                            normalize, window_attention)
 from graphattn.patterns import Pattern, as_pattern
 from graphattn.utils.batch import ptr_to_batch
-from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int, eager_only
+from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int
+from graphattn.utils.memory import recomputed_in_backward
 
 __all__ = ["GraphMultiheadAttention", "BACKENDS", "RECOMPUTE_ABOVE"]
 
@@ -331,37 +332,9 @@ class GraphMultiheadAttention(MessagePassing):
     def _check_inputs(self, x, value, key_value) -> tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
         """``(x_key, x_query, value)``; with ``key_value`` the projected keys are checked instead."""
         if key_value is not None:
-            self._check_key_value(x, key_value)
+            check_key_value(x, key_value, self.embed_dim, self.num_heads, self.head_dim)
             return None, x, None
-        if isinstance(x, Tensor):
-            x_key = x_query = x
-        elif isinstance(x, (tuple, list)) and len(x) == 2:
-            x_key, x_query = x
-        else:
-            raise TypeError("x must be a Tensor [N, embed_dim] or a pair (x_key, x_query)")
-        value = x_key if value is None else value
-        for name, t, dim in (("x_query", x_query, self.embed_dim), ("x_key", x_key, self.kdim), ("value", value, self.vdim)):
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
-            if not t.dtype.is_floating_point:
-                raise TypeError(f"{name} must be a floating point tensor, got dtype {t.dtype}")
-            if t.dim() != 2 or t.size(1) != dim:
-                raise ValueError(f"{name} must have shape [N, {dim}], got {tuple(t.shape)}")
-        if value.size(0) != x_key.size(0):
-            raise ValueError(f"value must have one row per key ({x_key.size(0)}), got {value.size(0)}")
-        return x_key, x_query, value
-
-    def _check_key_value(self, x, key_value) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != self.embed_dim:
-            raise ValueError(f"with key_value, x must be the query input [N, {self.embed_dim}], got {getattr(x, 'shape', type(x))}")
-        if not isinstance(key_value, (tuple, list)) or len(key_value) != 2:
-            raise TypeError("key_value must be a pair (keys, values) from project_key_value")
-        shape = (self.num_heads, self.head_dim)
-        for name, t in zip(("keys", "values"), key_value):
-            if not isinstance(t, Tensor) or t.dim() != 3 or tuple(t.shape[1:]) != shape:
-                raise ValueError(f"key_value {name} must have shape [N_k, {shape[0]}, {shape[1]}], got {getattr(t, 'shape', type(t))}")
-        if key_value[0].size(0) != key_value[1].size(0):
-            raise ValueError(f"key_value keys ({key_value[0].size(0)}) and values ({key_value[1].size(0)}) must have the same rows")
+        return check_node_inputs(x, value, self.embed_dim, self.kdim, self.vdim)
 
     def _pairs(self, edge_index, pattern, ptr, key_ptr, sizes, is_self, needs_edges,
                wants_pairs) -> tuple[Pairs, Optional[Pattern]]:
@@ -432,35 +405,15 @@ class GraphMultiheadAttention(MessagePassing):
         return F.linear(x_query, w_q, b_q).reshape(shape), k, v
 
     def _recipes(self, x_key, x_query, value, key_value) -> tuple:
-        """How to project q, k and v again in backward (see :meth:`_projections_recomputed`);
-        keys and values given already projected are not this call's to recompute."""
+        """How to project q, k and v again in backward, where the edges backend does so for large
+        inputs (:data:`RECOMPUTE_ABOVE` elements: 768 MB at a million nodes and 64 channels, for
+        three small matrix products); keys and values given projected are not this call's."""
         shape = (-1, self.num_heads, self.head_dim)
         (w_q, b_q), (w_k, b_k), (w_v, b_v) = self._weights()
         value = x_key if value is None else value
         return (lambda: F.linear(x_query, w_q, b_q).reshape(shape),
                 (lambda: F.linear(x_key, w_k, b_k).reshape(shape)) if key_value is None else None,
                 (lambda: F.linear(value, w_v, b_v).reshape(shape)) if key_value is None else None)
-
-    def _projections_recomputed(self, projected: tuple, recipes: tuple):
-        """A context in which the tensors ``projected`` (q, k, v of this call) are not kept for the
-        backward pass but projected again there, when they are large (:data:`RECOMPUTE_ABOVE`
-        elements together): at a million nodes and 64 channels they are 768 MB, three small
-        matrix products to recompute. Eager only (torch.compile plans its own memory)."""
-        if not (eager_only() and torch.is_grad_enabled() and sum(t.numel() for t in projected) >= RECOMPUTE_ABOVE):
-            return contextlib.nullcontext()
-        recipes = {(t.data_ptr(), tuple(t.shape)): recipe for t, recipe in zip(projected, recipes)}
-
-        def pack(tensor: Tensor):
-            recipe = recipes.get((tensor.data_ptr(), tuple(tensor.shape))) if tensor.numel() else None
-            return tensor if recipe is None else recipe
-
-        def unpack(packed):
-            if isinstance(packed, Tensor):
-                return packed
-            with torch.no_grad():
-                return packed()
-
-        return torch.autograd.graph.saved_tensors_hooks(pack, unpack)
 
     def project_key_value(self, x_key: Tensor, value: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Projected keys and values ``([N_k, H, D], [N_k, H, D])`` of key (and value) inputs.
@@ -486,7 +439,8 @@ class GraphMultiheadAttention(MessagePassing):
             edge_value = None
             if self.lin_edge_value is not None and edge_attr is not None:
                 edge_value = self.lin_edge_value(edge_attr).view(-1, self.num_heads, self.head_dim)
-            with self._projections_recomputed((q, k, v), recipes):
+            large = sum(t.numel() for t in (q, k, v)) >= RECOMPUTE_ABOVE
+            with recomputed_in_backward((q, k, v), recipes) if large else contextlib.nullcontext():
                 out, alpha = edge_attention(q, k, v, pairs.edge_index, bias=bias, edge_value=edge_value,
                                             normalization=self.normalization, dropout_p=dropout_p,
                                             need_weights=need_weights, layout=layout)

@@ -1,6 +1,7 @@
-r"""Which pairs one call of :class:`~graphattn.nn.GraphMultiheadAttention` attends, from how the
-caller gave them: an ``edge_index`` (LongTensor, ``EdgeIndex`` or torch sparse adjacency), a
-pattern on a layout ``ptr``, or a graph pattern on a graph. Pure functions of their arguments.
+r"""What one call of :class:`~graphattn.nn.GraphMultiheadAttention` is given: its node inputs,
+checked, and the pairs it attends, from how the caller gave them: an ``edge_index``
+(LongTensor, ``EdgeIndex`` or torch sparse adjacency), a pattern on a layout ``ptr``, or a graph
+pattern on a graph. Pure functions of their arguments.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from graphattn.utils.batch import ptr_to_batch
 from graphattn.utils.checks import check_ptr, eager_only
 from graphattn.utils.edges import edge_keys, sorted_isin
 
-__all__ = ["Pairs", "as_band", "as_edge_index", "graph_edges_first", "sorted_edges", "pattern_layout", "band_has_key"]
+__all__ = ["Pairs", "as_band", "as_edge_index", "graph_edges_first", "sorted_edges", "pattern_layout", "band_has_key",
+           "check_node_inputs", "check_key_value"]
 
 
 def as_band(pattern: Optional[Pattern]) -> Optional[Band]:
@@ -107,3 +109,40 @@ def band_has_key(band: Band, ptr: Tensor, key_ptr: Tensor, num_queries: int) -> 
     lo = torch.zeros_like(pos) if band.left is None else (pos - band.left).clamp(min=0)
     hi = n_key if band.right is None else torch.minimum(pos + band.right + 1, n_key)
     return hi > torch.minimum(lo, n_key)
+
+
+def check_node_inputs(x, value, embed_dim: int, kdim: int, vdim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x_key [N_k, kdim], x_query [N_q, embed_dim], value [N_k, vdim])`` of ``x`` (a tensor, or a
+    pair ``(x_key, x_query)``) and ``value`` (default: the key inputs), checked."""
+    if isinstance(x, Tensor):
+        x_key = x_query = x
+    elif isinstance(x, (tuple, list)) and len(x) == 2:
+        x_key, x_query = x
+    else:
+        raise TypeError("x must be a Tensor [N, embed_dim] or a pair (x_key, x_query)")
+    value = x_key if value is None else value
+    for name, t, dim in (("x_query", x_query, embed_dim), ("x_key", x_key, kdim), ("value", value, vdim)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
+        if not t.dtype.is_floating_point:
+            raise TypeError(f"{name} must be a floating point tensor, got dtype {t.dtype}")
+        if t.dim() != 2 or t.size(1) != dim:
+            raise ValueError(f"{name} must have shape [N, {dim}], got {tuple(t.shape)}")
+    if value.size(0) != x_key.size(0):
+        raise ValueError(f"value must have one row per key ({x_key.size(0)}), got {value.size(0)}")
+    return x_key, x_query, value
+
+
+def check_key_value(x, key_value, embed_dim: int, num_heads: int, head_dim: int) -> None:
+    """Check the query input ``x [N_q, embed_dim]`` and projected ``(keys, values)``, ``[N_k, H, D]`` each."""
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != embed_dim:
+        raise ValueError(f"with key_value, x must be the query input [N, {embed_dim}], got {getattr(x, 'shape', type(x))}")
+    if not isinstance(key_value, (tuple, list)) or len(key_value) != 2:
+        raise TypeError("key_value must be a pair (keys, values) from project_key_value")
+    for name, t in zip(("keys", "values"), key_value):
+        if not isinstance(t, Tensor) or t.dim() != 3 or tuple(t.shape[1:]) != (num_heads, head_dim):
+            raise ValueError(f"key_value {name} must have shape [N_k, {num_heads}, {head_dim}], "
+                             f"got {getattr(t, 'shape', type(t))}")
+    if key_value[0].size(0) != key_value[1].size(0):
+        raise ValueError(f"key_value keys ({key_value[0].size(0)}) and values ({key_value[1].size(0)}) "
+                         "must have the same rows")
