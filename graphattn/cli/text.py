@@ -208,7 +208,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                 f"the {config.task} round-number test split": task_test_pairs(config, "test_round")}
     for what, pairs in sets.items():
         scores = evaluate(model, src_tok, tgt_tok, pairs, max_len, args.beam)
-        print(f"BLEU {scores['bleu']:.2f}  exact match {scores['exact_match']:.2f}%  ({scores['n']} sentences, {what})")
+        unit = "" if scores["bleu_tokenize"] == "13a" else f" ({scores['bleu_tokenize']})"
+        print(f"BLEU {scores['bleu']:.2f}{unit}  exact match {scores['exact_match']:.2f}%  ({scores['n']} sentences, {what})")
         _warn_empty(scores["empty"], scores["n"])
     return 0
 

@@ -7,7 +7,7 @@ import torch
 
 from graphattn import distributed
 from graphattn.text.decoding import beam_search, greedy_decode
-from graphattn.text.metrics import bleu, exact_match
+from graphattn.text.metrics import bleu, bleu_tokenize, exact_match
 from graphattn.text.model import Seq2Seq
 from graphattn.text.tokenizer import Tokenizer
 from graphattn.utils.batch import pack_sequences
@@ -38,10 +38,13 @@ def translate(model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer
 
 
 def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
-    """``{"bleu", "exact_match", "n", "empty"}``: BLEU and exact match (percentages), the number
-    of sentences and of empty hypotheses."""
-    return {"bleu": bleu(hypotheses, references), "exact_match": exact_match(hypotheses, references),
-            "n": len(references), "empty": sum(not h.strip() for h in hypotheses)}
+    """``{"bleu", "bleu_tokenize", "exact_match", "n", "empty"}``: BLEU (over words, or over
+    characters where sentences are mostly single words: :func:`~graphattn.text.metrics.bleu_tokenize`)
+    and exact match (percentages), the number of sentences and of empty hypotheses."""
+    tokenize = bleu_tokenize(references)
+    return {"bleu": bleu(hypotheses, references, tokenize), "bleu_tokenize": tokenize,
+            "exact_match": exact_match(hypotheses, references), "n": len(references),
+            "empty": sum(not h.strip() for h in hypotheses)}
 
 
 def evaluate(model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]],

@@ -478,7 +478,8 @@ def _validate(run: _Run) -> dict:
                                  run.config.max_len, ctx)
         score = valid["bleu"]
         if ctx.is_main:
-            logger.info("step %d: valid BLEU %.2f, exact match %.1f%%", run.step, valid["bleu"], valid["exact_match"])
+            unit = "" if valid["bleu_tokenize"] == "13a" else f" ({valid['bleu_tokenize']})"
+            logger.info("step %d: valid BLEU%s %.2f, exact match %.1f%%", run.step, unit, valid["bleu"], valid["exact_match"])
     rng_ranks = distributed.gather_shards([rng_state()], ctx)
     improved = score > run.best
     run.best = max(run.best, score)

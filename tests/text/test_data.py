@@ -4,7 +4,7 @@ import torch
 
 from graphattn.loader import LengthBucketSampler
 from graphattn.text.data import ParallelDataset, collate, read_lines, read_parallel, split_pairs
-from graphattn.text.metrics import bleu, exact_match
+from graphattn.text.metrics import bleu, bleu_tokenize, exact_match
 from graphattn.text.numbers import SHOWCASE, core_numbers, normalize, number_pairs, number_splits, numbers_task, round_parts
 from graphattn.text.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer, tokenize
 
@@ -241,11 +241,23 @@ def test_dataloader_end_to_end(task):
 
 
 def test_bleu_matches_sacrebleu():
-    hyps = ["the cat sat on the mat", "vingt et un", "quatre-vingt-dix-sept moutons"]
-    refs = ["the cat sat on a mat", "vingt et un", "quatre-vingt-dix-sept chèvres"]
+    hyps = ["the cat sat on the mat", "vingt et un mille", "quatre-vingt-dix-sept moutons et chèvres"]
+    refs = ["the cat sat on a mat", "vingt et un mille", "quatre-vingt-dix-sept chèvres et moutons"]
+    assert bleu_tokenize(refs) == "13a"  # 4 words a sentence on average
     assert bleu(hyps, refs) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
     assert 0 < bleu(hyps, refs) < 100
     assert bleu(refs, refs) == pytest.approx(100.0)
+    assert bleu(hyps, refs, "char") == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize="char").score)
+
+
+def test_bleu_of_one_word_sentences_counts_characters():
+    refs = ["tweehonderdvijf", "tachtigduizend", "三十三万五千七百三十一"]  # Dutch and Japanese numbers
+    hyps = ["tweehonderdvier", "tachtigduizend", "三十三万五千七百三十一"]
+    assert bleu_tokenize(refs) == "char"
+    assert sacrebleu.corpus_bleu(refs, [refs]).score == 0.0  # word 4-grams: none to count, even when perfect
+    assert bleu(refs, refs) == pytest.approx(100.0)
+    assert bleu(hyps, refs) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize="char").score)
+    assert 50 < bleu(hyps, refs) < 100
 
 
 def test_exact_match():
