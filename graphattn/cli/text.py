@@ -76,7 +76,8 @@ def _add_train(sub) -> None:
     g.add_argument("--tokenizer", default=d.tokenizer, choices=TOKENIZERS,
                    help="trained on the training text; auto: word for the numbers task, else bpe (default: %(default)s)")
     g.add_argument("--vocab-size", type=int, default=d.vocab_size,
-                   help="most tokens a tokenizer holds (default: %(default)s)")
+                   help="most tokens a tokenizer holds (default: bpe/unigram 8000, with BPE merges of pairs "
+                        "seen in 2%% of the lines at least; word/char: every token)")
     g.add_argument("--shared-vocab", action="store_true", help="one tokenizer for source and target")
     g = p.add_argument_group("model")
     g.add_argument("--encoder-pattern", default=d.encoder_pattern, metavar="SPEC",

@@ -55,7 +55,7 @@ class TrainConfig:
     valid_size: int = 500  # numbers task: validation pairs
     test_size: int = 1_000  # numbers task: test pairs, uniform and round (what `graphattn evaluate` scores)
     tokenizer: str = "auto"  # bpe, unigram, char or word, trained on the training text; auto: word for numbers, else bpe
-    vocab_size: int = 8_000  # most tokens a trained tokenizer holds, the 4 specials included
+    vocab_size: Optional[int] = None  # most tokens a tokenizer holds (4 specials included); default: bpe/unigram 8000 (BPE merges need 2% of the lines), word/char all
     shared_vocab: bool = False  # translation: one tokenizer for both sides, trained on both
     encoder_pattern: str = "dense"  # encoder self-attention, a patterns.parse spec ("window:16")
     decoder_pattern: str = "causal"  # decoder (or lm) self-attention ("causal&window:16"); must be causal
@@ -91,16 +91,15 @@ class TrainConfig:
 def check_config(config: TrainConfig) -> None:
     """Raise ``ValueError`` (or ``FileNotFoundError``) naming the first bad field of ``config``."""
     minimum = dict.fromkeys(("d_model", "nhead", "layers", "ff", "steps", "warmup", "eval_every", "train_size",
-                             "accumulate", "context"), 1) | {"valid_size": 0, "test_size": 0, "max_len": 2,
-                                                             "vocab_size": 5}
+                             "accumulate", "context"), 1) | {"valid_size": 0, "test_size": 0, "max_len": 2}
     for name, lowest in minimum.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
             raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
-    for name in ("batch_size", "max_tokens"):
+    for name, lowest in (("batch_size", 1), ("max_tokens", 1), ("vocab_size", 5)):
         value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lowest):
+            raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
     if config.d_model % config.nhead:
         raise ValueError(f"d_model ({config.d_model}) must be divisible by nhead ({config.nhead})")
     for name, lo, hi in (("dropout", 0, 1), ("label_smoothing", 0, 1), ("valid_fraction", 0, 1)):
@@ -121,7 +120,7 @@ def check_config(config: TrainConfig) -> None:
     for name, value, choices in (("tokenizer", config.tokenizer, TOKENIZERS), ("positional", config.positional, POSITIONALS)):
         if value not in choices:
             raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    if tokenizer_kind(config) in ("bpe", "unigram") and config.vocab_size < 260:
+    if tokenizer_kind(config) in ("bpe", "unigram") and config.vocab_size is not None and config.vocab_size < 260:
         raise ValueError(f"vocab_size must be >= 260 for a byte-level {tokenizer_kind(config)} tokenizer "
                          f"(4 specials and 256 bytes), got {config.vocab_size}")
     _check_patterns(config)

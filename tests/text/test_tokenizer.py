@@ -135,3 +135,16 @@ def test_bad_arguments():
         Tokenizer.from_dict({"kind": "bpe"})
     with pytest.raises(ValueError, match="JSON does not load"):
         Tokenizer.from_dict({"kind": "bpe", "json": "{not json"})
+
+
+def test_bpe_merges_only_pairs_that_recur():
+    # Dutch writes each number as one word: unbounded merges make tokens of whole combinations.
+    from num2words import num2words
+
+    texts = [num2words(n, lang="nl") for n in range(100, 1000)]
+    bounded, unbounded = Tokenizer.train(texts, "bpe"), Tokenizer.train(texts, "bpe", min_frequency=2)
+    assert len(bounded) < len(unbounded)
+    word = "driehonderdzevenenveertig"  # 347
+    pieces = [bounded.backend.decode([i]) for i in bounded.encode(word, add_eos=False)]
+    assert "".join(pieces) == word and "driehonderd" in pieces  # 100 of the 900 texts hold it
+    assert len(pieces) > len(unbounded.encode(word, add_eos=False))
