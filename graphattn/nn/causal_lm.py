@@ -275,6 +275,13 @@ class CausalLM(nn.Module):
         ff = layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(h)))))
         return x + ff if self.norm_first else layer.norm2(x + ff)
 
+    def _check_room(self, cache: KVCache, length: int) -> None:
+        """A ring may overwrite only what the window no longer reaches."""
+        if length > cache.size and (self.window is None or cache.size <= self.window):
+            reach = "all earlier positions" if self.window is None else f"{self.window + 1} positions"
+            raise ValueError(f"the cache holds {cache.size} positions, the sequences reach {length} and {self.pattern!r} "
+                             f"attends {reach}: give init_cache a larger capacity")
+
     def decode_step(self, tokens: Tensor, cache: KVCache) -> Tensor:
         """Logits ``[M, V]`` after appending ``tokens [M]`` (one per sequence) to the cached ones.
 
@@ -282,6 +289,7 @@ class CausalLM(nn.Module):
         (up to float rounding).
         """
         pos = cache.length.clone()
+        self._check_room(cache, int(pos.max()) + 1)
         x = self._embed(tokens, pos)
         for i in range(self.num_layers):
             x = self._block_step(i, x, cache, pos)
@@ -297,6 +305,7 @@ class CausalLM(nn.Module):
         if lengths.numel() != cache.length.numel() or bool((lengths < 1).any()):
             raise ValueError(f"need one non-empty prompt per cached sequence ({cache.length.numel()}), "
                              f"got lengths {lengths.tolist()}")
+        self._check_room(cache, int(lengths.max()))
         hidden = self.hidden(tokens, ptr, cache)
         cache.length = lengths.clone()
         return self.lm_head(hidden[ptr[1:] - 1])

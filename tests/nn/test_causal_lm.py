@@ -118,6 +118,13 @@ def test_rolling_cache_keeps_the_window_only():
     assert sorted(rolling.positions[0].tolist()) == [26, 27, 28, 29]  # the last w + 1 positions
     assert model.init_cache(1, 2).size == 2  # never more than the capacity
     assert make("causal").init_cache(1, 50).size == 50  # causal: rolling has no meaning
+    # A cache too small for what the pattern reaches refuses, rather than forget keys.
+    small = model.init_cache(1, 3)
+    with pytest.raises(ValueError, match="the cache holds 3 positions, the sequences reach 4"):
+        model.prefill(seq[0, :4], torch.tensor([0, 4]), small)
+    model.prefill(seq[0, :3], torch.tensor([0, 3]), small)
+    with pytest.raises(ValueError, match="give init_cache a larger capacity"):
+        model.decode_step(seq[0, 3:4], small)
 
 
 def test_sampling_is_seeded_locally_and_follows_top_k_top_p():
