@@ -13,6 +13,10 @@ extrapolated linearly in E from the previous size, would pass --memory-cap-gb is
 reported as not fitting, so no run ends in an out-of-memory kill. Exponents k of time and memory
 ~ E^k are fitted over the sizes run.
 
+--train: one epoch of NeighborLoader training around 10,000 seed nodes and layer-wise inference
+on the whole graph, at 100k and 1M nodes (``graph`` and ``graph|expander:4:0|virtual:1``): peak
+memory beside the memory of the graph itself.
+
 --structure: the time and memory of ``social_graph(1_000_000)`` (avg_degree 20: about 20M edges);
 then on ``social_graph(1_000_000, avg_degree=10, max_degree=100)`` (about 10M edges),
 each in its own process: ``GraphStructure("khop:2", max_distance=2)`` (pairs and buckets from one
@@ -99,6 +103,28 @@ def run_structure(name: str) -> dict:
     return out
 
 
+def run_training(num_nodes: int, pattern: str) -> dict:
+    """One epoch on NeighborLoader subgraphs around 10,000 seed nodes, then layer-wise inference on
+    the whole graph: time and peak memory, to show what grows with the graph."""
+    import torch
+
+    from graphattn.graphs import fit_nodes, social_graph
+    from graphattn.nn import GraphTransformer
+
+    torch.set_num_threads(1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    data = social_graph(num_nodes, split=(10_000 / num_nodes, 0.0, 1 - 10_000 / num_nodes), seed=0)
+    graph_mib = peak_mib(base)
+    data.val_mask = data.test_mask  # score the whole remaining graph
+    torch.manual_seed(0)
+    model = GraphTransformer(32, 64, 10, 2, 4, pattern=pattern, max_distance=2)
+    result = fit_nodes(model, data, [10, 5], epochs=1, lr=3e-3, batch_size=512)
+    return {"nodes": num_nodes, "edges": data.edge_index.size(1), "graph_mib": graph_mib,
+            "epoch_seconds": result["epoch_seconds"], "inference_seconds": result["eval_seconds"],
+            "seconds": result["epoch_seconds"] + result["eval_seconds"], "peak_mib": peak_mib(base),
+            "test": result["test"]}
+
+
 def measure(args: list) -> dict:
     cmd = [sys.executable, __file__, "--one", json.dumps(args)]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -157,6 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layer", action="store_true")
     parser.add_argument("--structure", action="store_true")
+    parser.add_argument("--train", action="store_true", help="one sampled epoch and full-graph inference at 100k and 1M nodes")
     parser.add_argument("--edges", default="1000000,2000000,5000000,10000000")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--repeats", type=int, default=3)
@@ -165,11 +192,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         spec = json.loads(args.one)
-        out = run_layer(*spec[1:]) if spec[0] == "layer" else run_structure(spec[1])
+        if spec[0] == "layer":
+            out = run_layer(*spec[1:])
+        elif spec[0] == "train":
+            out = run_training(*spec[1:])
+        else:
+            out = run_structure(spec[1])
         print(json.dumps(out))
         return
-    if not (args.layer or args.structure):
-        args.layer = args.structure = True
+    if not (args.layer or args.structure or args.train):
+        args.layer = args.structure = args.train = True
     if args.layer:
         layer_table([int(float(e)) for e in args.edges.split(",")], [int(t) for t in args.threads.split(",")],
                     args.repeats, args.memory_cap_gb * 1024)
@@ -182,6 +214,19 @@ def main() -> None:
             note = r.get("refused") or r.get("error") or (f"buckets {r['bucket_counts']}" if "bucket_counts" in r else "")
             print(f"| {name} | {r.get('edges', 0):,} | {r.get('pairs', '')} | {r['seconds']:.1f} | "
                   f"{r['peak_mib']:.0f} | {note} |", flush=True)
+    if args.train:
+        print("\n| pattern | nodes | edges | graph itself (MiB) | epoch, 10k seeds (s) | layer-wise inference (s) | "
+              "peak (MiB) | test accuracy |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for pattern in ("graph", "graph|expander:4:0|virtual:1"):
+            for n in (100_000, 1_000_000):
+                r = measure(["train", n, pattern])
+                if "error" in r:
+                    print(f"| {pattern} | {n:,} | | | | | | {r['error']} |", flush=True)
+                    continue
+                print(f"| {pattern.replace('|', chr(92) + '|')} | {n:,} | {r['edges']:,} | {r['graph_mib']:.0f} | "
+                      f"{r['epoch_seconds']:.1f} | {r['inference_seconds']:.1f} | {r['peak_mib']:.0f} | "
+                      f"{r['test']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

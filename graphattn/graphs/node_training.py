@@ -66,7 +66,8 @@ class _ChunkPairs:
 
 
 def _subproblem(pairs: Tensor, queries: Tensor, edges: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """``(nodes, local pairs, local edges)``: the nodes a chunk reads, queries first, relabelled."""
+    """``(nodes, local pairs, local edges)``: the sorted nodes a chunk reads (its queries, their keys
+    and their local edges' sources), and the pairs and edges relabelled onto them (order kept)."""
     parts = [queries, pairs[0]] + ([edges[0]] if edges is not None else [])
     nodes, inverse = torch.unique(torch.cat(parts), return_inverse=True)
     local_pairs = torch.stack([inverse[queries.numel():queries.numel() + pairs.size(1)],

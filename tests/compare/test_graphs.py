@@ -7,7 +7,7 @@ from graphattn.cli import main
 from graphattn.compare.graphs import graph_report
 from graphattn.graphs.comparison import GraphCompareSettings, compare_graph_patterns, summarise_graph_runs
 
-TINY = GraphCompareSettings(depth=2, num_trees=60, tree_epochs=2, social_nodes=300, social_epochs=1, hidden=16,
+TINY = GraphCompareSettings(depth=2, num_trees=36, tree_epochs=1, social_nodes=120, social_epochs=1, hidden=8,
                             heads=2, num_neighbors=(3, 2), dense_max_pairs=1000)
 
 
@@ -16,7 +16,7 @@ def test_every_pattern_runs_on_both_tasks_and_dense_only_where_it_fits(tmp_path)
     runs = compare_graph_patterns(patterns, TINY, seeds=[0, 1], progress=False)
     assert len(runs) == 2 * 3 * 2
     dense_social = [r for r in runs if r["task"] == "social" and r["pattern"] == "dense"]
-    assert all("does not fit" in r["note"] and "accuracy" not in r for r in dense_social)  # 300^2 > 1000 pairs
+    assert all("does not fit" in r["note"] and "accuracy" not in r for r in dense_social)  # 120^2 > 1000 pairs
     trees = [r for r in runs if r["task"] == "neighbors_match"]
     assert all(0 <= r["accuracy"] <= 100 and r["per_second"] > 0 for r in trees)
     by = {(r["task"], r["pattern"]): r for r in runs}

@@ -20,7 +20,7 @@ from graphattn.transforms import positional_encoding_transform
 
 @pytest.fixture(scope="module")
 def graph():
-    return social_graph(400, avg_degree=6, feature_dim=8, num_classes=4, seed=1)
+    return social_graph(240, avg_degree=6, feature_dim=8, num_classes=4, seed=1)
 
 
 def test_sampler_keeps_the_requested_in_edges_without_repeats(graph):
@@ -56,7 +56,7 @@ def test_a_batch_that_takes_every_neighbour_equals_the_full_graph_model(graph, p
     torch.manual_seed(0)
     model = GraphTransformer(8, 16, 4, num_layers=2, num_heads=2, pattern=pattern, local_mpnn=True).eval()
     full = model(model.transform(graph.clone()))
-    loader = neighbor_loader(graph, [-1, -1], input_nodes=torch.arange(0, 400, 7), batch_size=20,
+    loader = neighbor_loader(graph, [-1, -1], input_nodes=torch.arange(0, 240, 7), batch_size=20,
                              transform=model.transform)
     for batch in loader:
         out = model(batch)[: batch.batch_size]
@@ -77,7 +77,7 @@ def test_layerwise_inference_equals_the_full_forward(graph, pattern, kwargs):
     model = GraphTransformer(8, 16, 4, 2, 2, pattern=pattern, max_distance=2, **kwargs).eval()
     expected = model(model.structure(data.clone()))  # the pairs only: the PE is already there
     torch.testing.assert_close(layerwise_inference(model, data, chunk_size=57), expected, atol=1e-5, rtol=1e-5)
-    few = layerwise_inference(model, data, chunk_size=400, max_chunk_pairs=300)  # chunks cut by their pairs
+    few = layerwise_inference(model, data, chunk_size=240, max_chunk_pairs=300)  # chunks cut by their pairs
     torch.testing.assert_close(few, expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(TypeError, match="node-task GraphTransformer"):
         layerwise_inference(GNNBaseline(8, 16, 4, 2, "sage"), data)
@@ -111,7 +111,7 @@ WORKER = textwrap.dedent("""
         return real(data, num_neighbors, input_nodes=input_nodes, **kwargs)
     node_training.neighbor_loader = recording
     with distributed.script() as ctx:
-        graph = social_graph(300, avg_degree=5, feature_dim=8, num_classes=4, seed=1)
+        graph = social_graph(150, avg_degree=5, feature_dim=8, num_classes=4, seed=1)
         torch.manual_seed(0)
         model = GraphTransformer(8, 16, 4, 2, 2, pattern="graph|virtual:1")
         result = fit_nodes(model, graph, num_neighbors=[3, 3], epochs=2, batch_size=64)
@@ -133,7 +133,7 @@ def test_seed_nodes_are_dealt_to_the_ranks_under_torchrun(tmp_path):
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    train = set(social_graph(300, avg_degree=5, feature_dim=8, num_classes=4, seed=1).train_mask.nonzero()
+    train = set(social_graph(150, avg_degree=5, feature_dim=8, num_classes=4, seed=1).train_mask.nonzero()
                 .squeeze(1).tolist())
     for epoch in range(2):
         a, b = (set(r["seen"][epoch]) for r in results)
