@@ -53,7 +53,7 @@ def plot_graph_patterns(summary: Sequence[dict], path, title: str) -> Path:
         ax.errorbar(r["relative_speed"], r["accuracy"], yerr=r["accuracy_std"], fmt="none", ecolor="gray")
         ax.annotate(f"{r['pattern']} (path {r['max_path_length']})", (r["relative_speed"], r["accuracy"]),
                     fontsize=8, ha="center", va="bottom")
-    ax.set(xscale="log", xlabel="training speed relative to graph (log)", ylabel="test accuracy (%)",
+    ax.set(xlabel="training speed relative to graph", ylabel="test accuracy (%)",
            title=f"{title}: accuracy vs speed (mark area = peak memory)")
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=110)
