@@ -54,7 +54,7 @@ def plot_graph_patterns(summary: Sequence[dict], path, title: str) -> Path:
         ax.annotate(f"{r['pattern']} (path {r['max_path_length']})", (r["relative_speed"], r["accuracy"]),
                     fontsize=8, ha="center", va="bottom")
     ax.set(xlabel="training speed relative to graph", ylabel="test accuracy (%)",
-           title=f"{title}: accuracy vs speed (mark area = peak memory)")
+           title=f"{title}\naccuracy vs speed (mark area = peak memory)")
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=110)
     return Path(path)
