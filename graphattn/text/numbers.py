@@ -57,11 +57,10 @@ def core_numbers(max_number: int) -> list[int]:
 
 
 def round_parts(high: int) -> list[int]:
-    """The "round" values of a three-digit part in ``0..high``: zero, one nonzero digit
-    (``7, 40, 300``), their neighbours (``39, 41, 299, 301``) and the teens."""
-    one_digit = {d * 10**k for d in range(1, 10) for k in range(3)}
-    parts = {0} | one_digit | set(range(11, 20)) | {n + e for n in one_digit for e in (-1, 1)}
-    return sorted(p for p in parts if 0 <= p <= high)
+    """The "round" values of a three-digit part in ``0..high``: trailing zeros (``40, 380, 700``),
+    the numbers below 20, and the neighbours of round hundreds (``99, 101, 699, 701``)."""
+    parts = set(range(0, 1000, 10)) | set(range(20)) | {h + e for h in range(100, 1000, 100) for e in (-1, 1)}
+    return sorted(p for p in parts if p <= high)
 
 
 def _draw_parts(rng: np.random.Generator, size: int, high: int, round_share: float) -> np.ndarray:
