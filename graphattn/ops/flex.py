@@ -190,19 +190,23 @@ def pattern_block_mask(pattern, ptr: PtrLike, key_ptr: Optional[PtrLike] = None,
     return _block_mask(pattern, query, key, block_size)
 
 
-def _position_mod(table: EdgeTable, contiguous: bool):
-    """``position(i, j)``: where the edge ``(j, i)`` sits in the pattern's sorted edge list."""
-    last = table.col.numel() - 1
+def _position_mod(edge_index: Tensor, contiguous: bool, num_queries: int):
+    """``position(i, j)``: where the edge ``(j, i)`` sits in the pattern's sorted edge list
+    (``0 <= position <= E``; meaningless, but in bounds, where it is no edge)."""
     if contiguous:  # each query's keys are one run: its first key and an offset
-        rowptr, first = table.rowptr, table.col[table.rowptr[:-1].clamp(max=last)]
-        return lambda i, j: (rowptr[i] + j - first[i]).clamp(0, last)
-    return lambda i, j: table.find(i, j)[1]
+        rowptr = torch.searchsorted(edge_index[1], torch.arange(num_queries + 1, device=edge_index.device))
+        first = torch.cat([edge_index[0], edge_index.new_zeros(1)])[rowptr[:-1]]
+        # A tensor bound, not a Python int: a compiled kernel must not depend on E's value.
+        num_edges = torch.tensor(edge_index.size(1), device=edge_index.device)
+        return lambda i, j: torch.minimum((rowptr[i] + j - first[i]).clamp(min=0), num_edges)
+    return EdgeTable.of(edge_index).position
 
 
 def _score_mod(bias: Tensor, edge_index: Tensor, contiguous: bool, num_queries: int):
     """A ``score_mod`` adding ``bias [E, H]`` (on the pattern's sorted edges) to each score."""
-    position = _position_mod(EdgeTable.of(edge_index, num_queries), contiguous)
-    per_head = bias.t().contiguous()  # [H, E]: one gather per score
+    position = _position_mod(edge_index, contiguous, num_queries)
+    # [H, E + 1]: one gather per score; the zero column is where non-edges land.
+    per_head = torch.cat([bias.t(), bias.new_zeros(bias.size(1), 1)], 1)
 
     def score_mod(score, b, h, q_idx, kv_idx):
         return score + per_head[h, position(q_idx, kv_idx)]
@@ -211,9 +215,11 @@ def _score_mod(bias: Tensor, edge_index: Tensor, contiguous: bool, num_queries: 
 
 
 @functools.cache
-def _compiled():
-    # FlexAttention is fused only when compiled; one compiled function serves every call.
-    return torch.compile(torch_flex_attention)
+def _compiled(device_type: str):
+    # FlexAttention is fused only when compiled; one compiled function serves every call. On CPU
+    # torch 2.13's C++ template fails to build with dynamic shapes ("cur_kvSplitSize8 was not
+    # declared"), so there each new batch size compiles anew (forward-only, a reference path).
+    return torch.compile(torch_flex_attention, dynamic=False if device_type == "cpu" else None)
 
 
 def flex_available(device: Union[str, torch.device]) -> bool:
@@ -345,12 +351,16 @@ def flex_attention(
         weights = query.new_zeros(0, heads) if need_weights else None
         has_key = torch.zeros(num_q, dtype=torch.bool, device=query.device)
         return (out, weights, has_key) if return_has_key else (out, weights)
+    if query.device.type == "cpu" and not torch.is_grad_enabled():
+        # torch refuses CPU inputs that require grad even where no graph is recorded.
+        query, key, value = query.detach(), key.detach(), value.detach()
+        bias = None if bias is None else bias.detach()
     if block_mask is None:
         block_mask = _block_mask(pattern, query_layout, key_layout, block_size)
     score_mod = None
     if bias is not None:
         score_mod = _score_mod(bias.to(query.device), edge_index, pattern.contiguous, num_q)
-    attend = torch_flex_attention if not compiled or torch.compiler.is_compiling() else _compiled()
+    attend = torch_flex_attention if not compiled or torch.compiler.is_compiling() else _compiled(query.device.type)
     out, has_key = _attend(attend, query, key, value, score_mod, block_mask, float(scale), return_has_key)
     weights = _edge_weights(query, key, edge_index, scale, bias) if need_weights else None
     return (out, weights, has_key) if return_has_key else (out, weights)

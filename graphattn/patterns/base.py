@@ -180,10 +180,10 @@ class Pattern:
         gathers from tensors computed here, no Python branch on values, so that ``torch.vmap``
         and ``torch.compile`` (a GPU kernel) can run it. Polarity: True = may attend.
 
-        The default looks ``j`` up among the sorted keys of ``i`` (:class:`EdgeTable` of
-        :meth:`build_edges`): any pattern has a rule. Patterns with a closed form override it.
+        The default looks the pair up in a hash table of :meth:`build_edges` (:class:`EdgeTable`):
+        any pattern has a rule. Patterns with a closed form override it.
         """
-        return EdgeTable.of(self.build_edges(query, key), query.num_nodes).rule
+        return EdgeTable.of(self.build_edges(query, key)).rule
 
     def closed_form_reach(self, n: int, num_layers: int) -> Optional[tuple[float, Tensor]]:
         """``(max path length, receptive field [n])`` of one example of length ``n``, if known."""
@@ -276,38 +276,63 @@ class Intersection(Pattern):
 
 
 class EdgeTable(NamedTuple):
-    """Sorted edges as a lookup table: each query's keys, sorted, found by binary search.
+    """Edges as a hash table, for membership and position tests inside a kernel.
 
     The pointwise form of a pattern that has no closed one (graph patterns, patterns of one's
-    own): :meth:`find` takes ``ceil(log2(max keys per query + 1))`` gathers per pair, with no
-    branch on values, so that it runs inside FlexAttention's ``mask_mod`` / ``score_mod``.
+    own). Written here because FlexAttention needs a lookup that a compiled kernel can inline:
+    each pair ``(i, j)`` becomes one int64 ``i << 32 | j``, hashed (Fibonacci hashing) into a
+    table with linear probing; :meth:`find` checks the ``probes`` slots from the hash, each
+    independent of the others. (A binary search over sorted keys chains its steps, and
+    inductor's CPU FlexAttention template inlines such chains without sharing them: compile
+    time doubled with each step, three minutes at five.) About 32 bytes an edge.
     """
 
-    rowptr: Tensor  # [N_q + 1] CSR offsets over queries
-    col: Tensor  # [E] key of each edge, sorted within each query
-    steps: int  # halvings that narrow any query's run of keys to one position
+    keys: Tensor  # [M + probes] the pair stored in each slot, -1 for none
+    ids: Tensor  # [M + probes] its position in the sorted edge list (0 for none)
+    bits: Tensor  # () M = 2 ** bits slots for the hashes, at most half full (a tensor: no kernel depends on it)
+    probes: int  # slots a lookup checks: the largest displacement + 1, rounded up to a power of 2
 
     @staticmethod
-    def of(edge_index: Tensor, num_queries: int) -> "EdgeTable":
-        """The table of ``edge_index [2, E]`` sorted by query, then key (as patterns return it)."""
-        rowptr = torch.searchsorted(edge_index[1], torch.arange(num_queries + 1, device=edge_index.device))
-        most = int(rowptr.diff().max()) if num_queries else 0
-        return EdgeTable(rowptr, edge_index[0], most.bit_length())
+    def of(edge_index: Tensor) -> "EdgeTable":
+        """The table of ``edge_index [2, E]`` (row 0 key ``j``, row 1 query ``i``, no duplicates)."""
+        num_edges = edge_index.size(1)
+        bits = max(2 * num_edges - 1, 1).bit_length()
+        pairs = edge_index[1] << 32 | edge_index[0]
+        hashes = _hash(pairs, bits)
+        order = torch.argsort(hashes, stable=True)
+        sorted_hashes, rank = hashes[order], torch.arange(num_edges, device=pairs.device)
+        # Linear probing without wrap-around, all at once: in hash order, each pair takes the first
+        # free slot at or after its hash, i.e. slot_k = k + max over l <= k of (hash_l - l).
+        slots = rank + torch.cummax(sorted_hashes - rank, 0).values if num_edges else rank
+        probes = 1 << (int((slots - sorted_hashes).max()) if num_edges else 0).bit_length()
+        size = (1 << bits) + probes
+        keys = torch.full((size,), -1, dtype=torch.long, device=pairs.device)
+        ids = torch.zeros(size, dtype=torch.long, device=pairs.device)
+        keys[slots], ids[slots] = pairs[order], order
+        return EdgeTable(keys, ids, torch.tensor(bits, device=pairs.device), probes)
 
     def find(self, i: Tensor, j: Tensor) -> tuple[Tensor, Tensor]:
-        """``(found, position)``: whether key ``j`` is among query ``i``'s keys, and the edge's
-        position in the sorted list (meaningless where not found, but always in bounds)."""
-        last = max(self.col.numel() - 1, 0)
-        col = self.col if self.col.numel() else self.rowptr[:1]  # one harmless entry to gather
-        lo, end = self.rowptr[i], self.rowptr[i + 1]
-        hi = end
-        for _ in range(self.steps):  # lower bound of j in col[lo:hi]
-            mid = (lo + hi) // 2
-            right = (lo < hi) & (col[mid.clamp(max=last)] < j)
-            lo, hi = torch.where(right, mid + 1, lo), torch.where(right, hi, mid)
-        position = lo.clamp(max=last)
-        return (lo < end) & (col[position] == j), position
+        """``(found, position)``: whether ``(j, i)`` is an edge (key ``j``, query ``i``), and its
+        position in the sorted edge list (0 where it is none)."""
+        pair = i.long() << 32 | j.long()
+        start = _hash(pair, self.bits)
+        found, position = None, None
+        for probe in range(self.probes):
+            hit = self.keys[start + probe] == pair
+            here = torch.where(hit, self.ids[start + probe], 0)
+            found, position = (hit, here) if found is None else (found | hit, position + here)
+        return found, position
 
     def rule(self, i: Tensor, j: Tensor) -> Tensor:
         """The :data:`MaskRule` of the table."""
         return self.find(i, j)[0]
+
+    def position(self, i: Tensor, j: Tensor) -> Tensor:
+        """Where ``(j, i)`` sits in the sorted edge list (0 where it is no edge)."""
+        return self.find(i, j)[1]
+
+
+def _hash(pairs: Tensor, bits) -> Tensor:
+    """Fibonacci hashing: the top ``bits`` (an int or a 0-d tensor) bits of ``pairs * 2^64 / golden
+    ratio`` (wrapping); the mask clears the sign bits of the arithmetic shift."""
+    return ((pairs * -7046029254386353131) >> (64 - bits)) & ((1 << bits) - 1)
