@@ -190,12 +190,16 @@ def _padded_attention(query, key, value, ptr, key_ptr, causal, scale, bias, edge
         mask = allowed
     weights = None
     if need_weights:
-        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-        scores = scores.masked_fill(~allowed, -math.inf) if mask.dtype == torch.bool else scores + mask
-        weights_full = torch.softmax(scores, -1)
-        out = torch.matmul(F.dropout(weights_full, dropout_p) if dropout_p > 0 else weights_full, v)
+        # Scores in fp32 as SDPA's fused kernels keep them (in bf16 they cost 6x its error), and
+        # outside autocast, which would take the matmuls back to bf16.
+        with torch.autocast(query.device.type, enabled=False):
+            scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+            scores = scores.masked_fill(~allowed, -math.inf) if mask.dtype == torch.bool else scores + mask.float()
+            weights_full = torch.softmax(scores, -1)
+            dropped = F.dropout(weights_full, dropout_p) if dropout_p > 0 else weights_full
+            out = torch.matmul(dropped, v.float()).to(query.dtype)
         src, dst = edge_index
-        weights = weights_full[at_q.batch[dst], :, at_q.pos[dst], at_k.pos[src]]
+        weights = weights_full[at_q.batch[dst], :, at_q.pos[dst], at_k.pos[src]].to(query.dtype)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
     return out.transpose(1, 2)[at_q.batch, at_q.pos], weights  # [Nq, H, Dv]

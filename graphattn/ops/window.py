@@ -379,6 +379,15 @@ def window_attention(
         raise TypeError(f"bias must be a Tensor [E, H] or None, got {type(bias).__name__}")
     if bias is not None:
         bias = bias.to(query.device, query.dtype)
+    if query.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(query.device.type):
+        # Scores and softmax in half precision lost ~5x the accuracy of SDPA's fused kernels,
+        # which keep scores in fp32 (relative error 0.8% against 0.17% at w=64 in bf16): the
+        # blocked kernel runs in fp32, outside autocast, and hands its output back in the input dtype.
+        with torch.autocast(query.device.type, enabled=False):
+            out, weights = window_attention(query.float(), key.float(), value.float(), ptr, key_ptr, left, right,
+                                            scale, None if bias is None else bias.float(), dropout_p, need_weights,
+                                            block_size, num_edges)
+        return out.to(query.dtype), None if weights is None else weights.to(query.dtype)
     block_size = check_int("block_size", min(max(left, right, 16), 128) if block_size is None else block_size, 1)
     if need_weights and num_edges is None:
         num_edges = bias.size(0) if bias is not None else _count_edges(ptr, key_ptr, left, right)
