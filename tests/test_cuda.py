@@ -1,6 +1,8 @@
 """The same numbers on a GPU as on the CPU: every backend, the graph transformer and training.
 
-Skipped where torch sees no GPU (CI has none); run on a GPU machine with ``pytest tests/test_cuda.py``.
+Skipped where torch sees no GPU (CI has none); run on a GPU machine with ``pytest tests/test_cuda.py``
+(or ``benchmarks/gpu_check.sh``, which also runs ``benchmarks/gpu.py``). The flex backend has no
+CPU backward, so its CUDA gradients are compared with the CPU's edges backend, the reference.
 """
 import dataclasses
 
@@ -10,6 +12,8 @@ import torch
 from graphattn import patterns as P
 from graphattn.graphs.datasets import neighbors_match
 from graphattn.nn import GraphMultiheadAttention, GraphTransformer
+from graphattn.ops import dense_attention
+from graphattn.utils.batch import ptr_to_batch
 from graphattn.text import TrainConfig
 from graphattn.text.train import train
 
@@ -22,7 +26,22 @@ CASES = [
     ("window", P.window(5), "window"), ("window", P.window(5), "edges"),
     ("causal_window", P.causal() & P.window(7), "window"), ("dilated", P.dilated(3, 2), "edges"),
     ("bigbird", P.bigbird(4, 1, 2, seed=0), "edges"), ("block", P.block(8), "edges"),
+    # FlexAttention: each rule form once (band, runs of keys, dilated, global | random, edge table).
+    ("window", P.window(5), "flex"), ("block", P.block(8), "flex"), ("dilated", P.dilated(3, 2), "flex"),
+    ("bigbird", P.bigbird(4, 1, 2, seed=0), "flex"), ("causal", P.causal(), "flex"),
 ]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def room_for_compiled_patterns():
+    # Every pattern form and shape here compiles FlexAttention anew: more than torch.compile's
+    # default of 8 entries per function, after which it would fall back to the unfused reference.
+    import torch._dynamo
+
+    old = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = 64
+    yield
+    torch._dynamo.config.recompile_limit = old
 
 
 @pytest.fixture(autouse=True)
@@ -34,22 +53,112 @@ def exact_matmul():
     torch.backends.cuda.matmul.allow_tf32 = old
 
 
-@pytest.mark.parametrize("name,pattern,backend", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
-def test_attention_backends_match_cpu(name, pattern, backend):
+def graph_in(ptr, num_edges=400, seed=0):
+    """Random edges inside the examples of ``ptr`` (global numbering)."""
+    g = torch.Generator().manual_seed(seed)
+    batch = ptr_to_batch(ptr)
+    src, dst = torch.randint(0, int(ptr[-1]), (2, 4 * num_edges), generator=g)
+    keep = batch[src] == batch[dst]
+    return torch.stack([src[keep], dst[keep]])[:, :num_edges]
+
+
+def compare_layers(backend, pattern, ptr, edge_dim=None, graph=None, cpu_backend=None):
+    """A layer's output and gradients on CUDA against the same weights on the CPU."""
     torch.manual_seed(0)
-    layer = GraphMultiheadAttention(32, 4, backend=backend)
-    x = torch.randn(int(PTR[-1]), 32, requires_grad=True)
-    out = layer(x, pattern=pattern, ptr=PTR)
+    # head_dim 16: FlexAttention's smallest tile of the head dimension.
+    layer = GraphMultiheadAttention(64, 4, edge_dim=edge_dim, backend=cpu_backend or backend)
+    x = torch.randn(int(ptr[-1]), 64, requires_grad=True)
+    num_pairs = pattern.edge_index(ptr, graph=graph).size(1)
+    edge_attr = None if edge_dim is None else torch.randn(num_pairs, edge_dim)
+    out = layer(x, graph, edge_attr, pattern=pattern, ptr=ptr)
     out.square().sum().backward()
-    gpu_layer = GraphMultiheadAttention(32, 4, backend=backend).cuda()
+    gpu_layer = GraphMultiheadAttention(64, 4, edge_dim=edge_dim, backend=backend).cuda()
     gpu_layer.load_state_dict(layer.state_dict())
     x_gpu = x.detach().cuda().requires_grad_()
-    out_gpu = gpu_layer(x_gpu, pattern=pattern, ptr=PTR.cuda())
+    out_gpu = gpu_layer(x_gpu, None if graph is None else graph.cuda(), None if edge_attr is None else edge_attr.cuda(),
+                        pattern=pattern, ptr=ptr.cuda())
     out_gpu.square().sum().backward()
     torch.testing.assert_close(out_gpu.cpu(), out, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(x_gpu.grad.cpu(), x.grad, rtol=1e-4, atol=1e-4)
     for (n, p), p_gpu in zip(layer.named_parameters(), gpu_layer.parameters()):
         torch.testing.assert_close(p_gpu.grad.cpu(), p.grad, rtol=1e-4, atol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("name,pattern,backend", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+def test_attention_backends_match_cpu(name, pattern, backend):
+    compare_layers(backend, pattern, PTR, cpu_backend="edges" if backend == "flex" else None)
+
+
+@pytest.mark.parametrize("pattern", [P.window(5), P.bigbird(4, 1, 2, seed=0)], ids=["contiguous", "searched"])
+def test_flex_edge_features_become_a_score_mod_with_gradients(pattern):
+    compare_layers("flex", pattern, PTR, edge_dim=3, cpu_backend="edges")
+
+
+def test_flex_follows_a_graph_through_its_edge_table():
+    ptr = torch.tensor([0, 30, 31, 31, 200])
+    compare_layers("flex", P.graph(), ptr, edge_dim=2, graph=graph_in(ptr), cpu_backend="edges")
+
+
+def test_flex_cross_attention_matches_cpu():
+    torch.manual_seed(0)
+    ptr, key_ptr = torch.tensor([0, 5, 9, 9, 140]), torch.tensor([0, 7, 7, 20, 100])  # example 1: no keys
+    edges = GraphMultiheadAttention(64, 4, backend="edges")
+    flex = GraphMultiheadAttention(64, 4, backend="flex").cuda()
+    flex.load_state_dict(edges.state_dict())
+    x_q, x_k = torch.randn(140, 64), torch.randn(100, 64)
+    pattern = P.cross(P.window(3))
+    out = edges((x_k, x_q), pattern=pattern, ptr=ptr, key_ptr=key_ptr)
+    out_gpu = flex((x_k.cuda(), x_q.cuda()), pattern=pattern, ptr=ptr.cuda(), key_ptr=key_ptr.cuda())
+    torch.testing.assert_close(out_gpu.cpu(), out, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_takes_flex_and_varlen_on_cuda():
+    layer = GraphMultiheadAttention(64, 4).cuda()
+    assert layer.select_backend(P.bigbird(4, 1, 2, seed=0), 300) == ("flex", "")
+    assert layer.select_backend(P.window(64), 4096) == ("flex", "")
+    assert layer.select_backend(P.causal(), 300)[0] == "dense"
+    assert layer.select_backend(P.graph(), 300)[0] == "edges"
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dense_without_padding_equals_padded(causal, dtype):
+    # Ragged with empty examples: nested jagged tensors (ptr = cu_seqlens) against padded SDPA.
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(int(PTR[-1]), 4, 16, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3))
+    ptr = PTR.cuda()
+    nested, _ = dense_attention(q, k, v, ptr, ptr, causal=causal, varlen=True)  # raises if no fused kernel runs
+    padded, _ = dense_attention(q, k, v, ptr, ptr, causal=causal, varlen=False)
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(nested, padded, **tolerance)
+    grads = torch.autograd.grad(nested.float().square().sum(), (q, k, v))
+    for grad, ref in zip(grads, torch.autograd.grad(padded.float().square().sum(), (q, k, v))):
+        torch.testing.assert_close(grad, ref, **tolerance)
+    auto, _ = dense_attention(q, k, v, ptr, ptr, causal=causal)
+    torch.testing.assert_close(auto, nested, rtol=0, atol=0)  # the automatic choice is the nested path
+
+
+def test_graph_transformer_trains_in_bf16_on_cuda():
+    from torch_geometric.loader import DataLoader
+
+    torch.manual_seed(0)
+    batch = next(iter(DataLoader(neighbors_match(3, 8, seed=0), batch_size=8))).cuda()
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = GraphTransformer(batch.x.size(1), 32, 8, 2, 4, pattern="khop:2", task="node").cuda()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        losses[precision] = []
+        for _ in range(3):
+            optimizer.zero_grad()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(batch)[batch.root_mask]  # the task is read at each tree's root
+                loss = torch.nn.functional.cross_entropy(logits.float(), batch.y)
+            loss.backward()
+            optimizer.step()
+            losses[precision].append(float(loss.detach()))
+    assert all(torch.isfinite(torch.tensor(losses["bf16"])))
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.03)
 
 
 @pytest.mark.parametrize("pattern", ["graph", "khop:2", "dense", "gps"])
