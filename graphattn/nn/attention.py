@@ -17,7 +17,7 @@ from graphattn.ops import (NORMALIZATIONS, CSRLayout, dense_attention, edge_atte
                            normalize, window_attention)
 from graphattn.patterns import Pattern, as_pattern
 from graphattn.utils.batch import ptr_to_batch
-from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int
+from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int, eager_only
 from graphattn.utils.memory import recomputed_in_backward
 
 __all__ = ["GraphMultiheadAttention", "BACKENDS", "RECOMPUTE_ABOVE"]
@@ -439,7 +439,8 @@ class GraphMultiheadAttention(MessagePassing):
             edge_value = None
             if self.lin_edge_value is not None and edge_attr is not None:
                 edge_value = self.lin_edge_value(edge_attr).view(-1, self.num_heads, self.head_dim)
-            large = sum(t.numel() for t in (q, k, v)) >= RECOMPUTE_ABOVE
+            # Sizes are compared in eager only: traced code would guard on them (and plans its own memory).
+            large = eager_only() and sum(t.numel() for t in (q, k, v)) >= RECOMPUTE_ABOVE
             with recomputed_in_backward((q, k, v), recipes) if large else contextlib.nullcontext():
                 out, alpha = edge_attention(q, k, v, pairs.edge_index, bias=bias, edge_value=edge_value,
                                             normalization=self.normalization, dropout_p=dropout_p,
