@@ -35,7 +35,7 @@ is BigBird on graphs), :mod:`~graphattn.patterns.cross`, :mod:`~graphattn.patter
 :mod:`~graphattn.patterns.parse` (the grammar).
 """
 from graphattn.patterns.bands import Band, RangePattern, block, causal, dense, window
-from graphattn.patterns.base import Intersection, Pattern, Union, check_pattern
+from graphattn.patterns.base import EdgeTable, Intersection, MaskRule, Pattern, Union, check_pattern
 from graphattn.patterns.cross import Cross, cross
 from graphattn.patterns.expander import Expander, expander
 from graphattn.patterns.graph import GraphPattern, graph, khop
@@ -48,6 +48,7 @@ from graphattn.utils.checks import check_ptr
 
 __all__ = [
     "Pattern", "RangePattern", "Band", "Union", "Intersection", "Cross", "GraphPattern", "Expander", "VirtualNodes",
+    "MaskRule", "EdgeTable",
     "dense", "causal", "window", "dilated", "block", "global_tokens", "random", "bigbird", "graph", "khop", "cross",
     "expander", "virtual_nodes", "split_virtual", "virtual_pairs", "add_virtual_nodes", "hop_expansion", "hop_counts",
     "parse", "as_pattern", "NAMES", "check_pattern", "check_ptr", "bfs_reach",
