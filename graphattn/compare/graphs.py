@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from graphattn.compare.plots import plot_accuracy_speed
 from graphattn.utils.tables import markdown_table, write_rows
 
 __all__ = ["GRAPH_COLUMNS", "GRAPH_HEADERS", "graph_report", "plot_graph_patterns"]
@@ -42,19 +43,5 @@ def graph_report(summary: Sequence[dict], runs: Sequence[dict], settings: dict, 
 def plot_graph_patterns(summary: Sequence[dict], path, title: str) -> Path:
     """Test accuracy against training speed relative to ``graph``; the area of a mark is the peak
     memory of a training step, its label the pattern and its maximum path length."""
-    from matplotlib.figure import Figure  # imported here: only plotting needs matplotlib
-
-    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
-    ax = fig.subplots()
-    biggest = max((r["peak_mib"] or 1) for r in summary)
-    for r in summary:
-        size = 60 + 1500 * (r["peak_mib"] or 1) / biggest
-        ax.scatter(r["relative_speed"], r["accuracy"], s=size, alpha=0.5)
-        ax.errorbar(r["relative_speed"], r["accuracy"], yerr=r["accuracy_std"], fmt="none", ecolor="gray")
-        ax.annotate(f"{r['pattern']} (path {r['max_path_length']})", (r["relative_speed"], r["accuracy"]),
-                    fontsize=8, ha="center", va="bottom")
-    ax.set(xlabel="training speed relative to graph", ylabel="test accuracy (%)",
-           title=f"{title}\naccuracy vs speed (mark area = peak memory)")
-    ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return plot_accuracy_speed(summary, path, title, "training speed relative to graph",
+                               label=lambda r: f"{r['pattern']} (path {r['max_path_length']})")

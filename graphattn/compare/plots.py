@@ -6,7 +6,7 @@ matplotlib's global backend state.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 __all__ = ["plot_scaling", "plot_lra"]
 
@@ -31,10 +31,13 @@ def plot_scaling(rows: list, path) -> Path:
     return Path(path)
 
 
-def plot_lra(summary: list, path, baseline: Optional[float] = None, title: str = "ListOps") -> Path:
-    """Accuracy against speed relative to dense; the area of a mark is the peak memory (LRA style).
-    ``baseline`` (e.g. the majority class's accuracy) is drawn as a dashed line."""
-    from matplotlib.figure import Figure
+def plot_accuracy_speed(summary: Sequence[dict], path, title: str, xlabel: str,
+                        label: Callable[[dict], str] = lambda r: r["pattern"],
+                        baseline: Optional[float] = None) -> Path:
+    """Accuracy against relative speed, one mark per row of ``summary`` (keys ``relative_speed``,
+    ``accuracy``, ``accuracy_std``, ``peak_mib``), the area of a mark its peak memory (as the Long
+    Range Arena draws it); ``baseline`` (e.g. the majority class's accuracy) is a dashed line."""
+    from matplotlib.figure import Figure  # imported here: only plotting needs matplotlib
 
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -43,12 +46,16 @@ def plot_lra(summary: list, path, baseline: Optional[float] = None, title: str =
         size = 60 + 1500 * (r["peak_mib"] or 1) / biggest
         ax.scatter(r["relative_speed"], r["accuracy"], s=size, alpha=0.5)
         ax.errorbar(r["relative_speed"], r["accuracy"], yerr=r["accuracy_std"], fmt="none", ecolor="gray")
-        ax.annotate(r["pattern"], (r["relative_speed"], r["accuracy"]), fontsize=8, ha="center", va="bottom")
+        ax.annotate(label(r), (r["relative_speed"], r["accuracy"]), fontsize=8, ha="center", va="bottom")
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="majority class")
         ax.legend(fontsize=8, loc="upper right")
-    ax.set(xlabel="tokens/s relative to dense", ylabel="test accuracy (%)",
-           title=f"{title}: accuracy vs speed (mark area = peak memory)")
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=f"{title}\naccuracy vs speed (mark area = peak memory)")
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=110)
     return Path(path)
+
+
+def plot_lra(summary: list, path, baseline: Optional[float] = None, title: str = "ListOps") -> Path:
+    """Accuracy against speed relative to dense, for the sequence comparison."""
+    return plot_accuracy_speed(summary, path, title, "tokens/s relative to dense", baseline=baseline)

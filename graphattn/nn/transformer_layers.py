@@ -48,7 +48,31 @@ def _attend(attn: GraphMultiheadAttention, x, pattern: P.Pattern, ptr: Tensor, k
     return attn(x, pattern=pattern, ptr=ptr, key_ptr=key_ptr, attn_bias=attn_bias)
 
 
-class TransformerEncoderLayer(nn.Module):
+class _TorchLayer(nn.Module):
+    """``from_torch`` and ``__repr__`` of the encoder and decoder layers, whose constructors take
+    the arguments of their torch counterpart (``torch_class``) in its order."""
+
+    torch_class: type = nn.Module
+
+    @classmethod
+    def from_torch(cls, layer: nn.Module, **kwargs):
+        """A layer with the configuration and weights of the corresponding ``torch.nn`` layer."""
+        if not isinstance(layer, cls.torch_class):
+            raise TypeError(f"layer must be a torch.nn.{cls.torch_class.__name__}, got {type(layer).__name__}")
+        new = cls(
+            layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
+            layer.dropout.p, layer.activation, layer.norm1.eps, layer.norm_first,
+            layer.linear1.bias is not None, **kwargs,
+        )
+        new.load_state_dict(layer.state_dict())
+        return new
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.self_attn.embed_dim}, nhead={self.self_attn.num_heads}, "
+                f"pattern={self.pattern!r}, norm_first={self.norm_first})")
+
+
+class TransformerEncoderLayer(_TorchLayer):
     r"""Self-attention over a pattern and a feed-forward block, each with residual + LayerNorm.
 
     .. math::
@@ -77,6 +101,8 @@ class TransformerEncoderLayer(nn.Module):
         - **input:** ``x`` :math:`(N, d)`, ``ptr`` :math:`(B + 1)`
         - **output:** :math:`(N, d)`
     """
+
+    torch_class = nn.TransformerEncoderLayer
 
     def __init__(
         self,
@@ -127,25 +153,8 @@ class TransformerEncoderLayer(nn.Module):
     def _ff_block(self, x):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
-    @classmethod
-    def from_torch(cls, layer: nn.TransformerEncoderLayer, **kwargs) -> "TransformerEncoderLayer":
-        """A layer with the configuration and weights of a ``torch.nn.TransformerEncoderLayer``."""
-        if not isinstance(layer, nn.TransformerEncoderLayer):
-            raise TypeError(f"layer must be a torch.nn.TransformerEncoderLayer, got {type(layer).__name__}")
-        new = cls(
-            layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
-            layer.dropout.p, layer.activation, layer.norm1.eps, layer.norm_first,
-            layer.linear1.bias is not None, **kwargs,
-        )
-        new.load_state_dict(layer.state_dict())
-        return new
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.self_attn.embed_dim}, nhead={self.self_attn.num_heads}, "
-                f"pattern={self.pattern!r}, norm_first={self.norm_first})")
-
-
-class TransformerDecoderLayer(nn.Module):
+class TransformerDecoderLayer(_TorchLayer):
     r"""Masked self-attention, cross-attention to the memory and feed-forward.
 
     Post-norm: :math:`x \leftarrow \mathrm{LN}_1(x + \mathrm{SA}(x))`,
@@ -161,6 +170,8 @@ class TransformerDecoderLayer(nn.Module):
           ``memory_ptr`` :math:`(B + 1)`
         - **output:** :math:`(N_t, d)`
     """
+
+    torch_class = nn.TransformerDecoderLayer
 
     def __init__(
         self,
@@ -272,19 +283,3 @@ class TransformerDecoderLayer(nn.Module):
         new_cache = (k[:, 1:], v[:, 1:]) if left is not None and length == left + 1 else (k, v)
         return x, new_cache
 
-    @classmethod
-    def from_torch(cls, layer: nn.TransformerDecoderLayer, **kwargs) -> "TransformerDecoderLayer":
-        """A layer with the configuration and weights of a ``torch.nn.TransformerDecoderLayer``."""
-        if not isinstance(layer, nn.TransformerDecoderLayer):
-            raise TypeError(f"layer must be a torch.nn.TransformerDecoderLayer, got {type(layer).__name__}")
-        new = cls(
-            layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
-            layer.dropout.p, layer.activation, layer.norm1.eps, layer.norm_first,
-            layer.linear1.bias is not None, **kwargs,
-        )
-        new.load_state_dict(layer.state_dict())
-        return new
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.self_attn.embed_dim}, nhead={self.self_attn.num_heads}, "
-                f"pattern={self.pattern!r}, norm_first={self.norm_first})")
