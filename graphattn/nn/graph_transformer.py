@@ -324,13 +324,13 @@ class GraphTransformer(nn.Module):
         return {"pair_index": data.pair_index, "pair_bucket": data.pair_bucket,
                 "pair_edge": getattr(data, "pair_edge", None)}
 
-    def _pairs(self, data, ptr: Tensor, edge_h: Optional[Tensor]):
+    def _pairs(self, data, ptr: Tensor, batch: Tensor, edge_h: Optional[Tensor]):
         """``(pairs, pair_attr, buckets)`` on the real nodes, then on the virtual ones too."""
         fields = self._fields(data)
         pairs, buckets = fields["pair_index"], fields["pair_bucket"].long()
         pair_attr = None
         if edge_h is not None:
-            ids = pair_edge_ids_of_batch(fields["pair_edge"], pairs, data.edge_index, ptr)
+            ids = pair_edge_ids_of_batch(fields["pair_edge"], pairs, data.edge_index, ptr, batch)
             pair_attr = gather_edge_attr(edge_h, ids)
         if self.num_virtual:
             pairs, position = virtual_pairs(ptr, self.num_virtual, pairs)
@@ -349,7 +349,7 @@ class GraphTransformer(nn.Module):
         if self.pe_encoder is not None:
             h = h + self._positional_encoding(data, batch, num_graphs)
         edge_h = self.edge_encoder(edge_attr.to(h.dtype)) if edge_attr is not None else None
-        pairs, pair_attr, buckets = self._pairs(data, ptr, edge_h)
+        pairs, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h)
         if self.virtual_states is not None:  # example b's virtual nodes are rows N + b k .. N + b k + k - 1
             h = torch.cat([h, self.virtual_states.weight.repeat(num_graphs, 1)])
         vn = self.virtual_node.weight.expand(num_graphs, -1) if self.virtual_node is not None else None

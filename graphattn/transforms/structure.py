@@ -25,7 +25,7 @@ from graphattn.patterns.graph import GraphPattern
 from graphattn.patterns.hops import hop_counts, hop_expansion
 from graphattn.patterns.virtual import split_virtual
 from graphattn.utils.batch import Layout, graph_layout
-from graphattn.utils.checks import check_edge_index, check_int
+from graphattn.utils.checks import check_edge_index, check_int, eager_only
 from graphattn.utils.edges import coalesce_edges, edge_keys
 
 __all__ = ["GraphStructure", "PAIR_ATTRS", "pattern_pairs", "pair_edge_ids", "pair_edge_ids_of_batch",
@@ -74,9 +74,11 @@ def pattern_edge_attr(edge_index: Tensor, edge_attr: Tensor, pairs: Tensor, num_
 
 def gather_edge_attr(edge_attr: Tensor, edge_ids: Tensor) -> Tensor:
     """``edge_attr[edge_ids]`` with zero rows where ``edge_ids`` is ``-1``: ``(E_p, F)``."""
-    out = edge_attr.new_zeros(edge_ids.numel(), edge_attr.size(1))
-    found = edge_ids >= 0
-    return out.index_put_((found.nonzero().squeeze(1),), edge_attr[edge_ids[found]])
+    if edge_attr.size(0) == 0:
+        return edge_attr.new_zeros(edge_ids.numel(), edge_attr.size(1))
+    # a select, not a boolean-index write: no data-dependent shape, so torch.compile keeps one graph
+    found = (edge_ids >= 0).unsqueeze(1)
+    return torch.where(found, edge_attr[edge_ids.clamp(min=0)], edge_attr.new_zeros(()))
 
 
 def shortest_path_buckets(edge_index: Tensor, pairs: Tensor, ptr: Tensor, max_distance: int) -> Tensor:
@@ -154,21 +156,28 @@ def _graph_pairs(graph: Tensor, num_nodes: int, self_loops: bool) -> Tensor:
     return coalesce_edges(graph, num_nodes)
 
 
-def _edge_ptr(layout: Layout, edge_index: Tensor) -> Tensor:
+def _edge_ptr(batch: Tensor, num_graphs: int, edge_index: Tensor) -> Tensor:
     """First edge of every example ``[B]``; edges are grouped by example, as in a PyG ``Batch``."""
-    counts = torch.bincount(layout.batch[edge_index[1]], minlength=layout.sizes.numel())
+    # index_add_ rather than bincount: its output size is num_graphs, not data-dependent (compile)
+    graph_of_edge = batch[edge_index[1]]
+    counts = torch.zeros(num_graphs, dtype=torch.long, device=edge_index.device)
+    counts.index_add_(0, graph_of_edge, torch.ones_like(graph_of_edge))
     return counts.cumsum(0) - counts
 
 
-def pair_edge_ids_of_batch(pair_edge: Tensor, pairs: Tensor, edge_index: Tensor, ptr: Tensor) -> Tensor:
+def pair_edge_ids_of_batch(pair_edge: Tensor, pairs: Tensor, edge_index: Tensor, ptr: Tensor,
+                           batch: Optional[Tensor] = None) -> Tensor:
     """Columns in ``edge_index`` of the pairs' graph edges (``-1``: none), from the per-graph
-    ``pair_edge`` of :class:`GraphStructure` and the batch's edge offsets; checked to join the
-    same two nodes, so a graph whose edges changed after the transform is caught."""
-    layout = Layout.of(ptr)
-    ids = torch.where(pair_edge >= 0, pair_edge + _edge_ptr(layout, edge_index)[layout.batch[pairs[1]]], -1)
+    ``pair_edge`` of :class:`GraphStructure` and the batch's edge offsets (``batch``: the example
+    of each node, derived from ``ptr`` when not given); checked, in eager mode, to join the same
+    two nodes, so a graph whose edges changed after the transform is caught."""
+    if batch is None:
+        batch = Layout.of(ptr).batch
+    edge_ptr = _edge_ptr(batch, ptr.numel() - 1, edge_index)
+    ids = torch.where(pair_edge >= 0, pair_edge + edge_ptr[batch[pairs[1]]], -1)
     found = ids >= 0
-    if found.any() and (int(ids.max()) >= edge_index.size(1) or
-                        not torch.equal(edge_index[:, ids[found]], pairs[:, found])):
+    if eager_only() and found.any() and (int(ids.max()) >= edge_index.size(1) or
+                                         not torch.equal(edge_index[:, ids[found]], pairs[:, found])):
         raise ValueError("data.pair_edge does not match data.edge_index: the graph changed after "
                          "model.transform; apply it again")
     return ids
@@ -211,7 +220,7 @@ class GraphStructure(BaseTransform):
         if self.edge_ids:
             ids = pair_edge_ids(edge_index, pairs, int(ptr[-1]))
             layout = Layout.of(ptr)
-            out["pair_edge"] = torch.where(ids >= 0, ids - _edge_ptr(layout, edge_index)[layout.batch[pairs[1]]], -1)
+            out["pair_edge"] = torch.where(ids >= 0, ids - _edge_ptr(layout.batch, layout.sizes.numel(), edge_index)[layout.batch[pairs[1]]], -1)
         return out
 
     def forward(self, data: Data) -> Data:
