@@ -14,7 +14,7 @@ from torch_geometric.utils import degree
 from graphattn.nn.pairs import (Pairs, as_band, as_edge_index, band_has_key, check_key_value, check_node_inputs,
                                graph_edges_first, pattern_layout, sorted_edges)
 from graphattn.ops import (NORMALIZATIONS, CSRLayout, dense_attention, edge_attention, flex_attention, flex_available,
-                           keep_transpose, normalize, window_attention)
+                           gathers_messages, keep_transpose, normalize, window_attention)
 from graphattn.patterns import Pattern, as_pattern
 from graphattn.utils.batch import ptr_to_batch
 from graphattn.utils.checks import check_choice, check_edge_index, check_float, check_int, eager_only
@@ -436,7 +436,9 @@ class GraphMultiheadAttention(MessagePassing):
                                   edge_index=pairs.edge_index, need_weights=need_weights, return_has_key=True)
         if pairs.backend == "edges":
             num_edges = pairs.edge_index.size(1)
-            layout = CSRLayout.build(pairs.edge_index, q.size(0), k.size(0), transpose=keep_transpose(num_edges))
+            gather = gathers_messages(num_edges, self.num_heads, self.head_dim)
+            layout = CSRLayout.build(pairs.edge_index, q.size(0), k.size(0),
+                                     transpose=keep_transpose(num_edges) and not gather)
             edge_value = None
             if self.lin_edge_value is not None and edge_attr is not None:
                 edge_value = self.lin_edge_value(edge_attr).view(-1, self.num_heads, self.head_dim)

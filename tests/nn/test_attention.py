@@ -386,9 +386,11 @@ def test_repr():
 @pytest.mark.parametrize("cross", [False, True])
 def test_recomputed_projections_give_the_same_gradients(monkeypatch, cross):
     # Above RECOMPUTE_ABOVE elements the edges backend projects q, k, v again in backward
-    # instead of keeping them; the gradients must not change.
+    # instead of keeping them; the gradients must not change. (Such sizes are far above those
+    # that gather messages, so the sparse kernels are forced here.)
     import graphattn.nn.attention as attention_module
 
+    monkeypatch.setattr("graphattn.ops.edges.GATHER_AT_MOST", 0)
     torch.manual_seed(0)
     layer = GraphMultiheadAttention(16, 4, kdim=8 if cross else None, vdim=8 if cross else None)
     x = torch.randn(12, 16, requires_grad=True)
@@ -416,3 +418,27 @@ def test_recomputed_projections_give_the_same_gradients(monkeypatch, cross):
     assert len(calls) == 3  # q and k for the scores' backward, v for the aggregation's
     for a, b in zip(recomputed, kept):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("normalization", ["softmax", "sigmoid"])
+def test_edges_backend_gathers_small_messages_with_the_numbers_of_its_kernels(monkeypatch, normalization):
+    """Small calls gather per-edge messages (gathers_messages); outputs, weights and gradients
+    equal those of the sparse kernels, with edge features in the scores, keys and values."""
+    torch.manual_seed(0)
+    layer = GraphMultiheadAttention(16, 4, edge_dim=3, edge_value=True, edge_key=True, normalization=normalization,
+                                    backend="edges")
+    x = torch.randn(12, 16)
+    edge_index = torch.randint(0, 12, (2, 40))
+    edge_attr = torch.randn(40, 3)
+    bias = torch.randn(40, 4)
+
+    def run(gather_at_most):
+        monkeypatch.setattr("graphattn.ops.edges.GATHER_AT_MOST", gather_at_most)
+        layer.zero_grad()
+        inputs = [t.clone().requires_grad_() for t in (x, edge_attr, bias)]
+        out, (_, alpha) = layer(inputs[0], edge_index, inputs[1], attn_bias=inputs[2], return_attention_weights=True)
+        (out.square().sum() + alpha.sum()).backward()
+        return [out, alpha] + [t.grad for t in inputs] + [p.grad.clone() for p in layer.parameters()]
+
+    for got, expected in zip(run(1 << 40), run(0)):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -3,10 +3,22 @@ import pytest
 import torch
 from torch_geometric.utils import softmax
 
-from graphattn.ops import CSRLayout, edge_attention, normalize
+from graphattn.ops import CSRLayout, edge_attention, gathers_messages, normalize
 from graphattn.ops.dense import dense_forward
 from graphattn.ops.edges import edge_aggregate, edge_scores, edge_softmax
 from graphattn.ops.window import window_forward
+
+
+@pytest.fixture(autouse=True, params=["kernels", "gather"])
+def edge_path(request, monkeypatch):
+    """Every test of edge_attention runs on both of its paths: the sparse kernels and, for small
+    messages, gather/scatter."""
+    monkeypatch.setattr("graphattn.ops.edges.GATHER_AT_MOST", 0 if request.param == "kernels" else 1 << 40)
+    return request.param
+
+
+def test_the_path_follows_the_message_size(edge_path):
+    assert gathers_messages(10, 2, 3) == (edge_path == "gather")
 
 
 def sorted_graph(num_queries=7, num_keys=5, num_edges=20, seed=0, dtype=torch.float32):
