@@ -43,7 +43,6 @@ GRAPHATTN = {
     "graph, sigmoid": {"pattern": "graph", "attn_kwargs": SIGMOID},
     "dense": {"pattern": "dense"},
     "gps, sigmoid": {"pattern": "dense", "local_mpnn": True, "attn_kwargs": SIGMOID},
-    "gps, sigmoid, key": {"pattern": "dense", "local_mpnn": True, "attn_kwargs": SIGMOID | KEY},
     "graph, sigmoid, key": {"pattern": "graph", "attn_kwargs": SIGMOID | KEY},
     "graph, sigmoid, key, vn": {"pattern": "graph", "attn_kwargs": SIGMOID | KEY, "virtual_node": True},
     "graph, key": {"pattern": "graph", "attn_kwargs": KEY},

@@ -135,7 +135,7 @@ def layerwise_inference(model: GraphTransformer, data, chunk_size: int = 65536, 
             pairs, _ = virtual_pairs(torch.tensor([0, n]), k)
             queries = pairs[:, pairs[1] >= n]
             buckets = torch.full((queries.size(1),), model.max_distance + 2, dtype=torch.long)
-            attr = edge_h.new_zeros(queries.size(1), edge_h.size(1)) if edge_h is not None else None
+            attr = edge_h.new_zeros(queries.size(1), edge_h.size(1)) if model.pair_features else None
             out[n:] = layer(h, queries, attr, buckets, edge_index[:, :0], edge_h[:0] if edge_h is not None else None)[n:]
         h = out
         if vn is not None and i < model.num_layers - 1:
@@ -150,7 +150,7 @@ def _chunk(model, layer, h, pairs_and_buckets, num_virtual, lo, hi, edge_index, 
     pairs, buckets = pairs_and_buckets
     buckets = buckets.long()
     attr = None
-    if edge_h is not None:
+    if model.pair_features:
         attr = gather_edge_attr(edge_h, pair_edge_ids(edge_index, pairs, n))
     if num_virtual:
         pairs, buckets, attr = _with_virtual_keys(pairs, buckets, attr, lo, hi, n, num_virtual, model.max_distance + 2)

@@ -162,7 +162,8 @@ class GraphTransformer(nn.Module):
     ``forward`` with a one-time warning.
     ``local_mpnn=True`` adds GraphGPS's local message passing (GINE on the edges, GIN without
     edge features) beside the attention of every block: ``pattern="dense", local_mpnn=True`` is
-    GraphGPS. ``virtual_node=True`` adds a per-graph node state that is added to every node
+    GraphGPS. The edge features then go to the local layer only, and the attention reads no edge
+    features (as GraphGPS's does not). ``virtual_node=True`` adds a per-graph node state that is added to every node
     before each block and updated from the sum of the graph's nodes after it.
 
     Args:
@@ -229,7 +230,10 @@ class GraphTransformer(nn.Module):
         self.dropout, self.task, self.pool = float(dropout), task, pool
         self.max_distance = check_int("max_distance", max_distance, 1)
         self.local_mpnn = bool(local_mpnn)
-        self.structure = GraphStructure(self.pattern, self.max_distance, edge_ids=self.edge_dim is not None)
+        # As in GraphGPS, edge features go to the local layer when there is one, and the attention
+        # is plain: per-pair edge terms on a dense pattern would cost [pairs, heads, channels].
+        self.pair_features = self.edge_dim is not None and not self.local_mpnn
+        self.structure = GraphStructure(self.pattern, self.max_distance, edge_ids=self.pair_features)
         self.num_virtual = self.structure.num_virtual
         self._warned = False
 
@@ -237,7 +241,8 @@ class GraphTransformer(nn.Module):
         self.pe_encoder = nn.Linear(pe_dim, hidden_channels) if pe is not None else None
         self.edge_encoder = nn.Linear(edge_dim, hidden_channels) if edge_dim is not None else None
         self.layers = nn.ModuleList(
-            GraphTransformerLayer(hidden_channels, num_heads, dropout, edge_dim=hidden_channels if edge_dim else None,
+            GraphTransformerLayer(hidden_channels, num_heads, dropout,
+                                  edge_dim=hidden_channels if self.pair_features else None,
                                   num_buckets=self.max_distance + 2 + (self.num_virtual > 0), attn_kwargs=attn_kwargs,
                                   local=self._local_layer() if local_mpnn else None)
             for _ in range(num_layers)
@@ -318,7 +323,7 @@ class GraphTransformer(nn.Module):
         if specs != {self.structure.spec}:
             raise ValueError(f"the data's pairs were computed for {sorted(specs)}, the model attends "
                              f"{self.structure.spec!r}: apply this model's model.transform to the data")
-        if self.edge_encoder is not None and getattr(data, "pair_edge", None) is None:
+        if self.pair_features and getattr(data, "pair_edge", None) is None:
             raise ValueError("the model has edge_dim but data.pair_edge is missing: apply model.transform "
                              "(GraphStructure(edge_ids=True)) to the data")
         return {"pair_index": data.pair_index, "pair_bucket": data.pair_bucket,
@@ -349,7 +354,7 @@ class GraphTransformer(nn.Module):
         if self.pe_encoder is not None:
             h = h + self._positional_encoding(data, batch, num_graphs)
         edge_h = self.edge_encoder(edge_attr.to(h.dtype)) if edge_attr is not None else None
-        pairs, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h)
+        pairs, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h if self.pair_features else None)
         if self.virtual_states is not None:  # example b's virtual nodes are rows N + b k .. N + b k + k - 1
             h = torch.cat([h, self.virtual_states.weight.repeat(num_graphs, 1)])
         vn = self.virtual_node.weight.expand(num_graphs, -1) if self.virtual_node is not None else None

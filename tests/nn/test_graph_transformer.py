@@ -133,7 +133,12 @@ def test_edge_features_change_the_output_and_get_gradients(graphs, pattern):
     batch = Batch.from_data_list(graphs)
     out = m(batch)
     out.square().sum().backward()
-    for name in ("edge_encoder.weight", "layers.0.attn.lin_edge.weight", "layers.0.attn.lin_edge_value.weight"):
+    # GPS gives the edge features to its local GINE layer, and none to the attention (as GraphGPS)
+    names = (("edge_encoder.weight", "layers.0.local.nn.0.weight") if pattern == "gps" else
+             ("edge_encoder.weight", "layers.0.attn.lin_edge.weight", "layers.0.attn.lin_edge_value.weight"))
+    if pattern == "gps":
+        assert m.layers[0].attn.edge_dim is None and "pair_edge" not in m.transform(graphs[0])
+    for name in names:
         grad = dict(m.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     m.eval()
