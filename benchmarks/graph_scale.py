@@ -21,7 +21,7 @@ memory beside the memory of the graph itself.
 then on ``social_graph(1_000_000, avg_degree=10, max_degree=100)`` (about 10M edges),
 each in its own process: ``GraphStructure("khop:2", max_distance=2)`` (pairs and buckets from one
 breadth-first expansion), ``GraphStructure("graph|expander:4:0")``, ``LaplacianPE(8)``,
-``RandomWalkPE(16)`` (exact: refused with the work it needs) and ``RandomWalkPE(16, "sampled")``;
+``RandomWalkPE(16)`` (exact: refused with the work it needs) and ``RandomWalkPE(16, method="sampled", num_walks=64)``;
 and ``khop:2`` on the default 1M-node graph (avg_degree 20, max_degree 2000), refused with the
 pairs and memory it would need.
 """
