@@ -30,7 +30,7 @@ from graphattn.patterns.virtual import virtual_pairs
 from graphattn.transforms import PE_ATTRS, GraphStructure, positional_encoding_transform
 from graphattn.transforms.structure import gather_edge_attr, pair_edge_ids_of_batch
 from graphattn.utils.batch import graph_layout
-from graphattn.utils.checks import check_choice, check_int
+from graphattn.utils.checks import check_choice, check_int, eager_only
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ __all__ = ["GraphTransformer", "GraphTransformerLayer", "POOLS", "TASKS"]
 
 POOLS = {"mean": global_mean_pool, "add": global_add_pool, "max": global_max_pool}
 TASKS = ("node", "graph")
+DENSE = P.dense()
 
 
 class GraphTransformerLayer(nn.Module):
@@ -65,7 +66,8 @@ class GraphTransformerLayer(nn.Module):
     Shapes:
         - **input:** ``x`` :math:`(N, C)`, ``pairs`` :math:`(2, E_p)`, ``pair_attr``
           :math:`(E_p, D_e)`, ``buckets`` :math:`(E_p)`, ``edge_index`` :math:`(2, E)`,
-          ``edge_attr`` :math:`(E, D_e)`
+          ``edge_attr`` :math:`(E, D_e)`; ``ptr`` :math:`(B + 1)` only where ``pairs`` is
+          ``dense().edge_index(ptr)`` (then the dense kernel computes the attention)
         - **output:** :math:`(N, C)`; with ``return_attention_weights=True`` also
           ``(pairs, alpha (E_p, H))``
     """
@@ -110,10 +112,14 @@ class GraphTransformerLayer(nn.Module):
         edge_index: Optional[Tensor] = None,
         edge_attr: Optional[Tensor] = None,
         return_attention_weights: bool = False,
+        ptr: Optional[Tensor] = None,
     ):
         z = self.norm1(x)
         bias = self.spd_bias(buckets) if self.spd_bias is not None and buckets is not None else None
-        out = self.attn(z, pairs, pair_attr, attn_bias=bias, return_attention_weights=return_attention_weights)
+        if ptr is not None:  # pairs == dense().edge_index(ptr): the dense kernel, same numbers
+            out = self.attn(z, pattern=DENSE, ptr=ptr, attn_bias=bias, return_attention_weights=return_attention_weights)
+        else:
+            out = self.attn(z, pairs, pair_attr, attn_bias=bias, return_attention_weights=return_attention_weights)
         out, weights = out if return_attention_weights else (out, None)
         if self.local is not None:
             local_args = (z, edge_index) if isinstance(self.local, GINConv) else (z, edge_index, edge_attr)
@@ -235,6 +241,9 @@ class GraphTransformer(nn.Module):
         self.pair_features = self.edge_dim is not None and not self.local_mpnn
         self.structure = GraphStructure(self.pattern, self.max_distance, edge_ids=self.pair_features)
         self.num_virtual = self.structure.num_virtual
+        # Dense pairs without per-pair features are what SDPA computes on padded graphs, faster
+        # than gathering [pairs, heads, channels] messages (the pairs stay the same, in the same order).
+        self.dense_kernel = (self.pattern == P.dense()) and not self.pair_features
         self._warned = False
 
         self.node_encoder = nn.Linear(in_channels, hidden_channels)
@@ -355,6 +364,8 @@ class GraphTransformer(nn.Module):
             h = h + self._positional_encoding(data, batch, num_graphs)
         edge_h = self.edge_encoder(edge_attr.to(h.dtype)) if edge_attr is not None else None
         pairs, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h if self.pair_features else None)
+        # Traced code keeps the pairs: the dense kernel would rebuild them from ptr, a data-dependent size.
+        dense_kernel = self.dense_kernel and eager_only()
         if self.virtual_states is not None:  # example b's virtual nodes are rows N + b k .. N + b k + k - 1
             h = torch.cat([h, self.virtual_states.weight.repeat(num_graphs, 1)])
         vn = self.virtual_node.weight.expand(num_graphs, -1) if self.virtual_node is not None else None
@@ -362,7 +373,8 @@ class GraphTransformer(nn.Module):
         for i, layer in enumerate(self.layers):
             if vn is not None:
                 h = torch.cat([h[:num_nodes] + vn[batch], h[num_nodes:]])
-            h = layer(h, pairs, pair_attr, buckets, edge_index, edge_h, return_attention_weights=return_attention_weights)
+            h = layer(h, pairs, pair_attr, buckets, edge_index, edge_h, return_attention_weights=return_attention_weights,
+                      ptr=ptr if dense_kernel else None)
             if return_attention_weights:
                 h, w = h
                 weights.append(w)

@@ -396,3 +396,23 @@ def test_dropout_max_distance_and_attn_kwargs_options(graphs):
     sigmoid = model("graph", attn_kwargs={"normalization": "sigmoid"})
     assert all(layer.attn.normalization == "sigmoid" for layer in sigmoid.layers)
     assert not torch.allclose(sigmoid(batch), model("graph")(batch))
+
+
+@pytest.mark.parametrize("kwargs", [{"pattern": "gps"}, {"pattern": "dense", "edge_dim": None}])
+def test_dense_pairs_through_the_dense_kernel_equal_the_pairs_path(graphs, kwargs):
+    """Dense attention without per-pair features runs on SDPA over padded graphs; outputs,
+    attention weights and gradients equal those of the same pairs through the edges backend."""
+    m = model(**kwargs)
+    assert m.dense_kernel
+    batch = Batch.from_data_list([m.transform(g) for g in graphs])
+
+    def run(dense_kernel):
+        m.dense_kernel = dense_kernel
+        m.zero_grad()
+        out, weights = m(batch, return_attention_weights=True)
+        out.square().sum().backward()
+        return [out, *(w for _, w in weights)] + [p.grad.clone() for p in m.parameters() if p.grad is not None]
+
+    for got, expected in zip(run(True), run(False), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not model("graph").dense_kernel and not model("dense").dense_kernel  # pair features: the edges path
