@@ -128,10 +128,11 @@ def test_seed_nodes_are_dealt_to_the_ranks_under_torchrun(tmp_path):
     for rank in range(2):
         env = os.environ | {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
                             "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+        # stderr to a file, not a pipe: a pipe nobody reads until the end blocks a chatty process
         procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / f"rank{rank}.json")], env=env,
-                                      stderr=subprocess.PIPE))
-    for p in procs:
-        assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:]
+                                      stderr=open(tmp_path / f"rank{rank}.err", "w")))
+    for rank, p in enumerate(procs):
+        assert p.wait(timeout=120) == 0, (tmp_path / f"rank{rank}.err").read_text()[-2000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     train = set(social_graph(150, avg_degree=5, feature_dim=8, num_classes=4, seed=1).train_mask.nonzero()
                 .squeeze(1).tolist())
