@@ -49,7 +49,7 @@ def plot_accuracy_speed(summary: Sequence[dict], path, title: str, xlabel: str,
         ax.annotate(label(r), (r["relative_speed"], r["accuracy"]), fontsize=8, ha="center", va="bottom")
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="majority class")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="best")  # away from the marks
     ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=f"{title}\naccuracy vs speed (mark area = peak memory)")
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=110)
