@@ -21,13 +21,7 @@ PTR = torch.tensor([0, 60, 61, 61, 300, 303, 1000])
 WINDOW = P.window(48).edge_index(PTR)
 DENSE = P.dense().edge_index(PTR)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors: a second OpenMP thread only waits at barriers (7x slower on two busy cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 KERNELS = {

@@ -169,8 +169,8 @@ class GraphTransformer(nn.Module):
     ``local_mpnn=True`` adds GraphGPS's local message passing (GINE on the edges, GIN without
     edge features) beside the attention of every block: ``pattern="dense", local_mpnn=True`` is
     GraphGPS. The edge features then go to the local layer only, and the attention reads no edge
-    features (as GraphGPS's does not). ``virtual_node=True`` adds a per-graph node state that is added to every node
-    before each block and updated from the sum of the graph's nodes after it.
+    features (as GraphGPS's does not). ``virtual_node=True`` adds a per-graph node state that is
+    added to every node before each block and updated from the sum of the graph's nodes after it.
 
     Args:
         in_channels (int): node feature size (``data.x`` is float ``[N, in_channels]``).
@@ -243,7 +243,7 @@ class GraphTransformer(nn.Module):
         self.num_virtual = self.structure.num_virtual
         # Dense pairs without per-pair features are what SDPA computes on padded graphs, faster
         # than gathering [pairs, heads, channels] messages (the pairs stay the same, in the same order).
-        self.dense_kernel = (self.pattern == P.dense()) and not self.pair_features
+        self.dense_kernel = self.pattern == DENSE and not self.pair_features
         self._warned = False
 
         self.node_encoder = nn.Linear(in_channels, hidden_channels)

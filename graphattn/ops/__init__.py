@@ -17,6 +17,5 @@ from graphattn.ops.edges import NORMALIZATIONS, CSRLayout, edge_attention, gathe
 from graphattn.ops.flex import BlockSparsity, block_sparsity, flex_attention, flex_available, pattern_block_mask
 from graphattn.ops.window import window_attention
 
-__all__ = ["dense_attention", "edge_attention", "window_attention", "flex_attention", "normalize", "keep_transpose", "gathers_messages",
-           "CSRLayout",
-           "NORMALIZATIONS", "BlockSparsity", "block_sparsity", "pattern_block_mask", "flex_available"]
+__all__ = ["dense_attention", "edge_attention", "window_attention", "flex_attention", "normalize", "keep_transpose",
+           "gathers_messages", "CSRLayout", "NORMALIZATIONS", "BlockSparsity", "block_sparsity", "pattern_block_mask", "flex_available"]

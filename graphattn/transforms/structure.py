@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
+from torch_geometric.utils import degree
 
 from graphattn import patterns as P
 from graphattn.patterns.graph import GraphPattern
@@ -158,10 +159,9 @@ def _graph_pairs(graph: Tensor, num_nodes: int, self_loops: bool) -> Tensor:
 
 def _edge_ptr(batch: Tensor, num_graphs: int, edge_index: Tensor) -> Tensor:
     """First edge of every example ``[B]``; edges are grouped by example, as in a PyG ``Batch``."""
-    # index_add_ rather than bincount: its output size is num_graphs, not data-dependent (compile)
-    graph_of_edge = batch[edge_index[1]]
-    counts = torch.zeros(num_graphs, dtype=torch.long, device=edge_index.device)
-    counts.index_add_(0, graph_of_edge, torch.ones_like(graph_of_edge))
+    # PyG's degree (a scatter into num_graphs slots) rather than bincount, whose output size
+    # depends on the data: torch.compile keeps one graph
+    counts = degree(batch[edge_index[1]], num_graphs, dtype=torch.long)
     return counts.cumsum(0) - counts
 
 
@@ -220,7 +220,8 @@ class GraphStructure(BaseTransform):
         if self.edge_ids:
             ids = pair_edge_ids(edge_index, pairs, int(ptr[-1]))
             layout = Layout.of(ptr)
-            out["pair_edge"] = torch.where(ids >= 0, ids - _edge_ptr(layout.batch, layout.sizes.numel(), edge_index)[layout.batch[pairs[1]]], -1)
+            edge_ptr = _edge_ptr(layout.batch, layout.sizes.numel(), edge_index)
+            out["pair_edge"] = torch.where(ids >= 0, ids - edge_ptr[layout.batch[pairs[1]]], -1)
         return out
 
     def forward(self, data: Data) -> Data:

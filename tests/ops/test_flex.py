@@ -17,13 +17,7 @@ from graphattn.ops import block_sparsity, flex_attention, pattern_block_mask
 from graphattn.patterns.base import EdgeTable
 from graphattn.utils.batch import ptr_to_batch
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors: a second OpenMP thread only waits at barriers (7x slower on two busy cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # Ragged, with empty examples, a one-node example and one longer than a 16-wide tile row.
