@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from graphattn.patterns.base import Pattern
+from graphattn.patterns.base import Pattern, combined_repr
 from graphattn.utils.batch import Layout
 from graphattn.utils.checks import check_int
 from graphattn.utils.edges import expand_ranges
@@ -64,7 +64,7 @@ class RangeIntersection(RangePattern):
         return torch.maximum(lo_a, lo_b), torch.minimum(hi_a, hi_b)
 
     def __repr__(self):
-        return f"{self.a!r}&{self.b!r}"
+        return combined_repr(self.a, "&", self.b)
 
 
 class Band(RangePattern):
@@ -160,7 +160,7 @@ class Band(RangePattern):
         if left is None:
             return {None: "dense", 0: "causal"}.get(right, f"causal|window:{right}")
         if right is None:
-            return f"Band(left={left}, right=None)"  # no grammar name: a key-side causal band is rare
+            return f"band:{left}:inf"  # a key-side causal band: rare, no shorter name
         if left == right:
             return f"window:{left}"
         if right == 0:
@@ -179,8 +179,9 @@ def causal() -> Band:
 
 
 def window(w: int) -> Band:
-    """Query ``t`` attends keys ``s`` with ``|t - s| <= w``: the w-th power of the path graph."""
-    return Band(check_int("w", w, 1), w)
+    """Query ``t`` attends keys ``s`` with ``|t - s| <= w``: the w-th power of the path graph
+    (``window(0)``: each position attends itself only, the self pairs)."""
+    return Band(check_int("w", w, 0), w)
 
 
 class Block(RangePattern):

@@ -39,7 +39,7 @@ from graphattn.utils.batch import Layout, layouts
 from graphattn.utils.checks import PtrLike, check_edge_index, check_int
 from graphattn.utils.edges import edge_keys, merge_edges, sorted_isin
 
-__all__ = ["Pattern", "Union", "Intersection", "check_pattern", "MaskRule", "EdgeTable"]
+__all__ = ["Pattern", "Union", "Intersection", "check_pattern", "combined_repr", "MaskRule", "EdgeTable"]
 
 #: ``rule(i, j) -> bool``: True where query ``i`` may attend key ``j`` (global indices, int64
 #: tensors of one shape); see :meth:`Pattern.mask_rule`
@@ -220,8 +220,22 @@ def check_pattern(pattern, name: str) -> "Pattern":
     return pattern
 
 
-def _wrap(pattern: Pattern) -> str:
-    return f"({pattern!r})" if isinstance(pattern, Union) else repr(pattern)
+def combined_repr(a: Pattern, op: str, b: Pattern) -> str:
+    """``a op b`` in the grammar, with the parentheses that make it parse back to the same tree:
+    ``|`` binds looser than ``&`` and both group to the left, so an operand in which a looser
+    operator (or, on the right, the same one) stands outside parentheses gets them."""
+    def needs(text: str, ops: str) -> bool:
+        depth = 0
+        for char in text:
+            depth += (char == "(") - (char == ")")
+            if depth == 0 and char in ops:
+                return True
+        return False
+
+    left, right = repr(a), repr(b)
+    left = f"({left})" if op == "&" and needs(left, "|") else left
+    right = f"({right})" if needs(right, "|&" if op == "&" else "|") else right
+    return f"{left}{op}{right}"
 
 
 class Union(Pattern):
@@ -246,7 +260,7 @@ class Union(Pattern):
         return self.a.has_hub(n) or self.b.has_hub(n)
 
     def __repr__(self):
-        return f"{self.a!r}|{self.b!r}"
+        return combined_repr(self.a, "|", self.b)
 
 
 class Intersection(Pattern):
@@ -272,7 +286,7 @@ class Intersection(Pattern):
         return lambda i, j: rule_a(i, j) & rule_b(i, j)
 
     def __repr__(self):
-        return f"{_wrap(self.a)}&{_wrap(self.b)}"
+        return combined_repr(self.a, "&", self.b)
 
 
 class EdgeTable(NamedTuple):

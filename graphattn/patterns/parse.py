@@ -6,7 +6,7 @@ r"""The one grammar that names patterns: command lines, configs, tables and ``re
     term   := factor ("&" factor)*             intersection (binds tighter than |)
     factor := "(" spec ")" | "cross(" spec ")" | name (":" int)*
 
-Names: ``dense``, ``causal``, ``window:W``, ``band:LEFT:RIGHT``, ``dilated:W:DILATION``,
+Names: ``dense``, ``causal``, ``window:W``, ``band:LEFT:RIGHT`` (a side may be ``inf``), ``dilated:W:DILATION``,
 ``block:SIZE``, ``global:I[:J...]``, ``random:KEYS:SEED``, ``bigbird:WINDOW:GLOBAL:RANDOM:SEED``,
 ``graph`` (the batch's graph, self loops included; ``graph:0`` without them), ``khop:K``,
 ``expander:DEGREE:SEED`` (random regular expander), ``virtual:K`` (K virtual nodes per example),
@@ -57,7 +57,7 @@ NAMES = {
     "virtual": (virtual_nodes, 1),
     "cross": (cross, 0),
 }
-_FORMS = ("dense, causal, window:W, band:LEFT:RIGHT, dilated:W:DILATION, block:SIZE, global:I[:J...], "
+_FORMS = ("dense, causal, window:W, band:LEFT:RIGHT (or inf), dilated:W:DILATION, block:SIZE, global:I[:J...], "
           "random:KEYS:SEED, bigbird:WINDOW:GLOBAL:RANDOM:SEED, graph[:0], khop:K, expander:DEGREE:SEED, "
           "virtual:K, cross, cross(SPEC)")
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_]\w*(?::[^\s&|()]*)*)|([&|()]))")
@@ -86,10 +86,14 @@ def _atom(text: str, spec: str) -> Pattern:
         takes = "one or more" if allowed is None else " or ".join(map(str, allowed))
         raise ValueError(f"pattern {text!r} takes {takes} integer argument(s); forms: {_FORMS}")
     try:
-        values = [int(a) for a in args]
+        # A band's side may be unbounded ("inf"): band:2:inf is what Band(2, None) prints.
+        values = [None if name == "band" and a == "inf" else int(a) for a in args]
     except ValueError:
         raise ValueError(f"pattern arguments must be integers, got {text!r}") from None
-    return make(*values)
+    try:
+        return make(*values)
+    except (TypeError, ValueError) as error:  # the constructor names the argument; say which pattern
+        raise ValueError(f"pattern {text!r} in {spec!r}: {error}") from None
 
 
 class _Parser:

@@ -81,6 +81,8 @@ class GlobalTokens(Pattern):
             indices = [indices]
         if not isinstance(indices, (list, tuple, range)):
             raise TypeError(f"indices must be a list of int positions, got {type(indices).__name__}")
+        if len(indices) == 0:
+            raise ValueError("indices must name at least one global position, got an empty list")
         for v in indices:
             check_int("indices[...]", v, 0)
         self.indices = sorted(set(int(v) for v in indices))

@@ -18,12 +18,19 @@ __all__ = ["PtrLike", "check_int", "check_float", "check_ptr", "check_edge_index
 PtrLike = Union[Tensor, Sequence[int]]
 
 
-def check_int(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum``."""
+#: the largest int :func:`check_int` accepts by default: sums and differences of two such
+#: values (positions, widths, offsets) still fit in torch.long, which Python ints would overflow
+INT_LIMIT = 2 ** 62
+
+
+def check_int(name: str, value, minimum: int = 1, maximum: int = INT_LIMIT) -> int:
+    """``value`` as an ``int`` if it is an integer (not a bool) in ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be an int <= {maximum}, got {value}")
     return int(value)
 
 
