@@ -8,6 +8,7 @@ of the last ``w + 1`` positions, so its memory stays flat however long generatio
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -348,8 +349,14 @@ class CausalLM(nn.Module):
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         if eos_id is not None and not 0 <= check_int("eos_id", eos_id, 0) < self.vocab_size:
             raise ValueError(f"eos_id must be a token id in [0, {self.vocab_size}), got {eos_id}")
+        for i, row in enumerate(prompts):
+            if eager_only() and row.numel() and not 0 <= int(row.min()) <= int(row.max()) < self.vocab_size:
+                raise ValueError(f"prompt holds token ids outside [0, {self.vocab_size}) in sequence {i}: "
+                                 f"{int(row.min())} to {int(row.max())}")
         generator = None
         if seed is not None:
+            # torch.Generator takes any 64-bit seed, signed or not
+            seed = check_int("seed", seed, -2 ** 63, 2 ** 64 - 1)
             generator = torch.Generator(device=self.embed.weight.device).manual_seed(seed)
         out = self._generate(prompts, max_new_tokens, (temperature, top_k, top_p, generator), eos_id, use_cache,
                              rolling_cache)
@@ -396,12 +403,24 @@ def _as_prompts(prompt, device) -> tuple[list, str]:
         form = "1d" if prompt.dim() == 1 else "2d"
         rows = [prompt] if prompt.dim() == 1 else list(prompt)
     elif isinstance(prompt, (list, tuple)) and prompt:
-        rows, form = [torch.as_tensor(p, dtype=torch.long) for p in prompt], "list"
+        rows, form = [_as_ids(p, i) for i, p in enumerate(prompt)], "list"
         if any(r.dim() != 1 or r.numel() < 1 for r in rows):
             raise ValueError("prompt as a list must hold non-empty 1-D token id sequences")
     else:
         raise TypeError(f"prompt must be a LongTensor [T] or [B, T], or a list of them, got {type(prompt).__name__}")
     return [r.to(device) for r in rows], form
+
+
+def _as_ids(row, i: int) -> Tensor:
+    """One prompt of a list as a LongTensor; floats or text are refused, not cast."""
+    if isinstance(row, Tensor):
+        if row.dtype.is_floating_point or row.dtype.is_complex or row.dtype == torch.bool:
+            raise TypeError(f"prompt[{i}] must hold integer token ids, got dtype {row.dtype}")
+        return row.long()
+    values = list(row) if isinstance(row, (list, tuple)) else None
+    if values is None or any(isinstance(v, bool) or not isinstance(v, Integral) for v in values):
+        raise TypeError(f"prompt[{i}] must be a LongTensor [T] or a list of int token ids, got {row!r:.80}")
+    return torch.tensor(values, dtype=torch.long)
 
 
 def _as_form(seqs: list, form: str, eos_id: Optional[int]):

@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Optional, Sequence, Union
+from collections.abc import Iterable
+from numbers import Integral
+from typing import Optional, Sequence, Union
 
+import torch
 from torch import Tensor
 
 __all__ = ["KINDS", "SPECIALS", "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "HYPHEN", "tokenize", "detokenize",
@@ -155,7 +158,20 @@ class Tokenizer:
         """
         if kind not in KINDS:
             raise ValueError(f"tokenizer must be one of {list(KINDS)}, got {kind!r}")
-        texts = list(texts)
+        if isinstance(texts, (str, bytes)):  # iterating a string would train on its characters
+            raise TypeError(f"texts must be an iterable of strings (sentences or documents), got one "
+                            f"{type(texts).__name__}: wrap it in a list")
+        try:
+            texts = list(texts)
+        except TypeError:
+            raise TypeError(f"texts must be an iterable of strings, got {type(texts).__name__}") from None
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise TypeError(f"texts must be strings, got {type(texts[bad]).__name__} at index {bad}")
+        if not any(t.strip() for t in texts):
+            what = "texts is empty" if not texts else f"the {len(texts)} texts are all empty or blank"
+            raise ValueError(f"{what}: there is nothing to learn (a tokenizer of the special tokens alone "
+                             f"would encode everything as <unk> or bytes)")
         if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < len(SPECIALS) + 1):
             raise ValueError(f"vocab_size must be an int >= {len(SPECIALS) + 1}, got {vocab_size!r}")
         if kind in ("word", "char"):
@@ -247,9 +263,7 @@ class Tokenizer:
         With ``strip_special``, ``<pad>``/``<bos>`` are dropped and decoding stops at the first
         ``<eos>`` (what a decoder emits after it is not part of the output); ``<unk>`` stays.
         """
-        if isinstance(ids, Tensor):
-            ids = ids.tolist()
-        ids = list(ids)
+        ids = self._ids(ids)
         if strip_special:
             ids = ids[:ids.index(EOS_ID)] if EOS_ID in ids else ids
             ids = [i for i in ids if i not in (PAD_ID, BOS_ID)]
@@ -260,12 +274,26 @@ class Tokenizer:
 
     def tokens(self, ids: Union[Sequence[int], Tensor]) -> list[str]:
         """The token strings of ``ids`` (byte-level kinds show bytes as GPT-2's printable symbols)."""
+        return [self.backend.id_to_token(i) for i in self._ids(ids)]
+
+    def _ids(self, ids) -> list[int]:
+        """``ids`` as a list of ints in ``[0, len(self))``, or a TypeError/ValueError naming them."""
         if isinstance(ids, Tensor):
+            if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool or ids.dim() > 1:
+                raise TypeError(f"ids must be a 1-D integer tensor [T] or a list of ints, got "
+                                f"{ids.dtype} {tuple(ids.shape)}")
             ids = ids.tolist()
-        out = [self.backend.id_to_token(int(i)) for i in ids]
-        if None in out:
-            raise ValueError(f"ids must be in [0, {len(self)}), got {ids[out.index(None)]}")
-        return out
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise TypeError(f"ids must be a list of ints or a 1-D integer tensor, got {type(ids).__name__}")
+        ids = list(ids)
+        bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, Integral)), None)
+        if bad is not None:
+            raise TypeError(f"ids must be ints, got {type(bad).__name__} {bad!r}")
+        size = len(self)
+        wrong = next((i for i in ids if not 0 <= i < size), None)
+        if wrong is not None:
+            raise ValueError(f"ids must be in [0, {size}), got {wrong}")
+        return [int(i) for i in ids]
 
     def unknown_rate(self, texts: Iterable[str]) -> float:
         """Share of the tokens of ``texts`` that are ``<unk>`` (0 for byte-level kinds), in ``[0, 1]``."""

@@ -210,3 +210,23 @@ def test_bad_input_and_repr():
         model.generate(torch.tensor([1]), 3, eos_id=99)
     with pytest.raises(ValueError, match="non-empty prompt per cached sequence"):
         model.prefill(torch.tensor([1, 2]), torch.tensor([0, 2]), model.init_cache(2, 4))
+
+
+@pytest.mark.parametrize("prompt, kwargs, exc, match", [
+    (torch.tensor([1, 2]), {"seed": "a"}, TypeError, "seed must be an int"),
+    (torch.tensor([1, 2]), {"seed": 2 ** 70}, ValueError, "seed must be an int <="),
+    (torch.tensor([1, 23]), {}, ValueError, r"prompt holds token ids outside \[0, 23\)"),
+    ([[-1]], {}, ValueError, r"outside \[0, 23\)"),
+    ([[1.5]], {}, TypeError, r"prompt\[0\] must be a LongTensor"),
+    ([torch.tensor([1.0])], {}, TypeError, r"prompt\[0\] must hold integer token ids"),
+    ("abc", {}, TypeError, "prompt must be a LongTensor"),
+])
+def test_generate_refuses_bad_prompts_and_seeds(prompt, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        make("causal", "sinusoidal").generate(prompt, 3, **kwargs)
+
+
+def test_generate_takes_any_64_bit_seed():
+    model = make("causal", "sinusoidal").eval()
+    for seed in (-5, 2 ** 64 - 1):
+        assert torch.equal(model.generate(torch.tensor([1]), 4, seed=seed), model.generate(torch.tensor([1]), 4, seed=seed))

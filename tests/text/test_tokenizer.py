@@ -148,3 +148,25 @@ def test_bpe_merges_only_pairs_that_recur():
     pieces = [bounded.backend.decode([i]) for i in bounded.encode(word, add_eos=False)]
     assert "".join(pieces) == word and "driehonderd" in pieces  # 100 of the 900 texts hold it
     assert len(pieces) > len(unbounded.encode(word, add_eos=False))
+
+
+@pytest.mark.parametrize("texts, exc, match", [
+    ([], ValueError, "texts is empty"), (["", "  ", "\n"], ValueError, "all empty or blank"),
+    ("a string", TypeError, "wrap it in a list"), (["ok", 3], TypeError, "texts must be strings, got int at index 1"),
+    (7, TypeError, "texts must be an iterable")])
+@pytest.mark.parametrize("kind", ["bpe", "word"])
+def test_train_refuses_what_holds_no_text(texts, exc, match, kind):
+    with pytest.raises(exc, match=match):
+        Tokenizer.train(texts, kind)
+
+
+@pytest.mark.parametrize("ids, exc, match", [
+    (torch.tensor([5.0, 6.0]), TypeError, "ids must be a 1-D integer tensor"), ([-1], ValueError, r"ids must be in \[0"),
+    ([1.0], TypeError, "ids must be ints, got float"), ("abc", TypeError, "ids must be a list of ints"),
+    (torch.zeros(2, 2, dtype=torch.long), TypeError, r"\(2, 2\)"), ([True], TypeError, "ids must be ints")])
+def test_decode_refuses_what_are_not_ids(ids, exc, match):
+    tok = Tokenizer.train(["hello world"] * 5, "char")
+    with pytest.raises(exc, match=match):
+        tok.decode(ids)
+    with pytest.raises(exc, match=match):
+        tok.tokens(ids)
