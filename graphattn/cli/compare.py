@@ -42,6 +42,15 @@ def _add_compare(parser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def _specs(text: str) -> list[str]:
+    """The specs of ``--patterns``; an empty one (``--patterns ''``, ``a,,b``) is refused rather
+    than read as "the default set"."""
+    specs = [spec.strip() for spec in text.split(",")]
+    if not all(specs):
+        raise ValueError(f"--patterns must be comma-separated pattern specs (e.g. dense,window:16), got {text!r}")
+    return specs
+
+
 def _compare(args: argparse.Namespace) -> int:
     from graphattn import compare, patterns
     from graphattn.compare.training import LISTOPS_TASK, LRA_TASK
@@ -56,7 +65,7 @@ def _compare(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     set_threads(args.threads)
-    chosen = {spec.strip(): patterns.parse(spec) for spec in args.patterns.split(",")} if args.patterns else None
+    chosen = {spec: patterns.parse(spec) for spec in _specs(args.patterns)} if args.patterns is not None else None
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
@@ -97,7 +106,7 @@ def _compare_graphs(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}")
     set_threads(args.threads if args.threads is not None else 1)
-    specs = [spec.strip() for spec in args.patterns.split(",")] if args.patterns else GRAPH_PATTERNS
+    specs = _specs(args.patterns) if args.patterns is not None else GRAPH_PATTERNS
     for spec in specs:
         parse(spec)  # refuse a bad name before any training
     settings = GraphCompareSettings(num_trees=600, tree_epochs=15, social_nodes=1500, social_epochs=4,

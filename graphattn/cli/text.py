@@ -115,7 +115,11 @@ def _add_train(sub) -> None:
                    help="longest sentence in tokens: cut for training, most generated (default: %(default)s)")
     g.add_argument("--out", default=d.out, metavar="DIR", help="checkpoints, log and plots (default: %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    g.add_argument("--resume", action="store_true", help="continue exactly from DIR/last.pt")
+    g.add_argument("--resume", action="store_true",
+                   help="continue exactly from DIR/last.pt (only --steps, --time-limit, --eval-every, --threads, "
+                        "--accumulate, --device, --precision and --dist-timeout may change)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run in DIR (its files stay until the new run's first checkpoint)")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
@@ -125,6 +129,19 @@ def _add_train(sub) -> None:
     g.add_argument("--dist-timeout", type=float, default=d.dist_timeout, metavar="SECONDS",
                    help="under torchrun: fail when another process is silent this long (default: %(default)s)")
     p.set_defaults(func=_train, parser=p)
+    # Defaults wrapped so that _train can tell a flag given from one left alone (--resume refuses
+    # the first when it differs from the checkpoint, and takes the checkpoint's value for the second).
+    p.set_defaults(**{f.name: _Default(p.get_default(f.name)) for f in fields(TrainConfig)})
+
+
+class _Default:
+    """A flag's default value, marked as not given on the command line."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self) -> str:  # what %(default)s shows in --help
+        return str(self.value)
 
 
 def _add_decoding(p) -> None:
@@ -138,9 +155,11 @@ def _train(args: argparse.Namespace) -> int:
     from graphattn.text.config import TrainConfig
     from graphattn.text.train import train
 
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    given = [name for name, value in values.items() if not isinstance(value, _Default)]
+    config = TrainConfig(**{name: getattr(value, "value", value) for name, value in values.items()})
     set_threads(args.threads)
-    result = train(config)
+    result = train(config, given)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for all
         return 0
     best = f"perplexity {result.best:.3f}" if result.metric == "perplexity" else f"BLEU {result.best:.2f}"
@@ -234,6 +253,9 @@ def _generate(args: argparse.Namespace) -> int:
 
     model, _, tokenizer, _ = _load(args, lm=True)
     prompts = args.prompts if args.prompts else sys.stdin.read().splitlines()
+    if not prompts:
+        raise ValueError("no prompt: give prompts as arguments or one a line on stdin (an empty line, or '', "
+                         "starts a new document)")
     for text in generate_text(model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_k,
                               args.top_p, args.seed):
         print(text)

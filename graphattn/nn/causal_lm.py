@@ -8,7 +8,7 @@ of the last ``w + 1`` positions, so its memory stays flat however long generatio
 from __future__ import annotations
 
 import math
-from numbers import Integral
+from numbers import Integral, Real
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -345,8 +345,11 @@ class CausalLM(nn.Module):
         check_float("temperature", temperature, 0.0, math.inf)
         if top_k is not None:
             check_int("top_k", top_k, 1)
-        if top_p is not None and not (check_float("top_p", top_p, 0.0, 1.0) > 0):
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_p is not None:  # one range, (0, 1], in every message
+            if isinstance(top_p, bool) or not isinstance(top_p, Real):
+                raise TypeError(f"top_p must be a float in (0, 1], got {type(top_p).__name__} {top_p!r}")
+            if not 0 < top_p <= 1:
+                raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         if eos_id is not None and not 0 <= check_int("eos_id", eos_id, 0) < self.vocab_size:
             raise ValueError(f"eos_id must be a token id in [0, {self.vocab_size}), got {eos_id}")
         for i, row in enumerate(prompts):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Union
 
@@ -43,12 +43,15 @@ def save_checkpoint(payload: dict, path: PathLike) -> Path:
     """Write ``payload`` to ``path`` atomically: all of it or, after a crash, the old file untouched.
 
     The temporary file lives in the same directory, because ``os.replace`` is only atomic within
-    one file system; it is fsynced before the rename so a power cut cannot leave a renamed but
+    one file system, and is created with the permissions the umask gives (mode ``0o666 & ~umask``); it is fsynced before the rename so a power cut cannot leave a renamed but
     empty file. On any error the temporary file is removed and the error re-raised.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Not tempfile.mkstemp: it creates files of mode 0600 whatever the umask, and a checkpoint
+    # in a shared folder must be readable as the umask allows, as any file the user writes.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -70,13 +73,15 @@ def load_checkpoint(path: PathLike) -> dict:
     than tensors and plain containers) or is not a graphattn checkpoint of a version it reads.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{os.fspath(path)!r} is a directory, not a checkpoint file (a run's folder holds "
+                                f"best.pt and last.pt)")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {os.fspath(path)!r}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{os.fspath(path)!r} is not a readable checkpoint (truncated or corrupt?): {first}") from None
+        raise ValueError(f"{os.fspath(path)!r} is not a readable checkpoint: {_why_unreadable(path, e)}") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{os.fspath(path)!r} is not a graphattn checkpoint: it holds a {type(ckpt).__name__}, not a dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
@@ -87,6 +92,22 @@ def load_checkpoint(path: PathLike) -> dict:
                          f"expected {FORMAT!r} version {' or '.join(map(str, READABLE_VERSIONS))} "
                          f"(a newer graphattn wrote it?)")
     return ckpt
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """A short reason ``torch.load`` failed: its own messages run to hundreds of characters, and
+    for any file that is not a torch pickle they advise ``weights_only=False``, which would run
+    whatever code the file holds."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch's zip archive, or its legacy pickle
+        return "not a torch file (random bytes or another format)"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("WeightsUnpickler error")), None)
+    if reason:  # a pickle that asks for more than tensors and plain containers
+        return f"it holds objects that a safe load refuses ({reason.split('. ')[0][:160]})"
+    first = lines[0] if lines else type(error).__name__
+    return f"truncated or corrupt ({first[:120]})"
 
 
 def rng_state() -> dict:

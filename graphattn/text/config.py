@@ -21,15 +21,17 @@ from graphattn.text.lm import read_documents, split_documents
 from graphattn.text.model import Seq2Seq, TorchSeq2Seq
 from graphattn.text.numbers import normalize, number_pairs, number_splits, numbers_task
 from graphattn.text.tokenizer import KINDS, Tokenizer
+from graphattn.utils.checks import check_file
 
 __all__ = ["TrainConfig", "TASKS", "TOKENIZERS", "RUN_FIELDS", "RETIRED_FIELDS", "PRECISIONS", "check_config",
            "config_from_dict", "is_lm", "tokenizer_kind", "load_task", "task_test_pairs", "source_text",
-           "build_tokenizers", "build_model", "checkpoint_tokenizers", "load_model"]
+           "build_tokenizers", "build_model", "checkpoint_tokenizers", "state_dict_mismatch", "load_model"]
 
 TASKS = ("numbers-en-fr", "lm")
 TOKENIZERS = ("auto",) + KINDS
 # On --resume these come from the command line; everything else from the checkpoint's config.
-RUN_FIELDS = ("steps", "time_limit", "out", "resume", "progress", "accumulate", "device", "precision", "dist_timeout")
+RUN_FIELDS = ("steps", "time_limit", "out", "resume", "overwrite", "progress", "accumulate", "device", "precision",
+              "dist_timeout")
 #: fields of earlier versions, ignored when their checkpoints load
 RETIRED_FIELDS = ("threads",)
 PRECISIONS = ("fp32", "bf16")
@@ -81,6 +83,7 @@ class TrainConfig:
     out: str = "runs/train"  # directory of checkpoints, log and plots
     seed: int = 0  # model init, batch order and the numbers task's split
     resume: bool = False  # continue exactly from out/last.pt
+    overwrite: bool = False  # a new run may replace the run in out (its files go once the new run's first checkpoint is written)
     reference_torch: bool = False  # torch.nn.Transformer layers in place of the graph layers
     progress: bool = True  # show a tqdm progress bar
     device: str = "auto"  # cpu, cuda (the LOCAL_RANK-th GPU) or auto (a GPU if there is one)
@@ -102,9 +105,11 @@ def check_config(config: TrainConfig) -> None:
             raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
     if config.d_model % config.nhead:
         raise ValueError(f"d_model ({config.d_model}) must be divisible by nhead ({config.nhead})")
-    for name, lo, hi in (("dropout", 0, 1), ("label_smoothing", 0, 1), ("valid_fraction", 0, 1)):
+    for name, lo, hi in (("dropout", 0, 1), ("label_smoothing", 0, 1)):
         if not lo <= getattr(config, name) < hi:
             raise ValueError(f"{name} must be in [{lo}, {hi}), got {getattr(config, name)}")
+    if not 0 < config.valid_fraction < 1:  # 0 would leave nothing to validate on
+        raise ValueError(f"valid_fraction must be in (0, 1), got {config.valid_fraction}")
     if not 0 <= config.scheduled_sampling <= 1:
         raise ValueError(f"scheduled_sampling must be in [0, 1], got {config.scheduled_sampling}")
     if not config.lr_factor > 0 or config.clip_norm < 0:
@@ -130,6 +135,9 @@ def check_config(config: TrainConfig) -> None:
 def _check_patterns(config: TrainConfig) -> None:
     for name in ("encoder_pattern", "decoder_pattern"):
         pattern = P.parse(getattr(config, name))  # ValueError naming the unknown pattern
+        if not pattern.position_based:
+            raise ValueError(f"{name} {getattr(config, name)!r} follows a graph's edges, and text has none: "
+                             f"use a sequence pattern (dense, causal, window:16, block:8, bigbird:3:1:2:0, ...)")
         if config.reference_torch and not isinstance(pattern, P.Band):
             raise ValueError(f"{name} {getattr(config, name)!r}: the torch reference computes band patterns only")
     decoder = P.parse(config.decoder_pattern)
@@ -160,8 +168,8 @@ def _check_data(config: TrainConfig) -> None:
     files = [("src", config.src), ("tgt", config.tgt), ("valid_src", config.valid_src), ("valid_tgt", config.valid_tgt)]
     files += [(name, path) for name in ("text", "valid_text") for path in (getattr(config, name) or [])]
     for name, path in files:
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"{name}: no such file: {path!r}")
+        if path is not None:
+            check_file(path, name)
 
 
 def config_from_dict(d: dict) -> TrainConfig:
@@ -260,6 +268,27 @@ def checkpoint_tokenizers(ckpt: dict, config: TrainConfig) -> tuple[Optional[Tok
     return Tokenizer.from_dict(vocab["src"]), Tokenizer.from_dict(vocab["tgt"])
 
 
+def state_dict_mismatch(model, state: dict, shown: int = 3) -> Optional[str]:
+    """What keeps ``state`` from loading into ``model``, in one line (missing keys, unexpected
+    keys, shapes that differ; ``shown`` of each, then a count), or None if it fits. torch's own
+    message lists every key over many lines."""
+    if not isinstance(state, dict):
+        return f"the weights are a {type(state).__name__}, not a state_dict"
+    own = model.state_dict()
+
+    def listed(what: str, items: list) -> str:
+        more = f" and {len(items) - shown} more" if len(items) > shown else ""
+        return f"{len(items)} {what} ({', '.join(items[:shown])}{more})"
+
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    sizes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+    parts = [listed(what, items) for what, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                                      ("size mismatches (checkpoint vs model)", sizes)) if items]
+    return "; ".join(parts) or None
+
+
 def load_model(path) -> tuple:
     """``(model in eval mode, src_tokenizer, tgt_tokenizer, config)`` of a checkpoint (for a
     language model ``src_tokenizer`` is None); ``ValueError`` if it is bad."""
@@ -268,6 +297,9 @@ def load_model(path) -> tuple:
         config = config_from_dict(ckpt["config"])
         src_tok, tgt_tok = checkpoint_tokenizers(ckpt, config)
         model = build_model(config, None if src_tok is None else len(src_tok), len(tgt_tok))
+        mismatch = state_dict_mismatch(model, ckpt["model"])
+        if mismatch:
+            raise ValueError(f"its weights do not fit the model its config builds: {mismatch}")
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"{str(path)!r} holds an inconsistent checkpoint: {str(e).splitlines()[0]}") from None

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from graphattn.text.numbers import Pair
 from graphattn.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from graphattn.utils.checks import check_file
 from graphattn.utils.batch import pack_sequences
 
 __all__ = ["ParallelDataset", "read_text", "read_lines", "read_parallel", "split_pairs", "collate", "FlatBatch", "flat_collate"]
@@ -75,11 +76,11 @@ class ParallelDataset(Dataset):
 def read_text(path: PathLike) -> str:
     """The text of a UTF-8 file (a byte-order mark is skipped).
 
-    Raises ``FileNotFoundError`` for a missing file, and ``ValueError`` naming the file for an
-    empty one (nothing but whitespace) or for bytes that are not UTF-8 (with line and byte).
+    Raises ``FileNotFoundError`` for a missing file (``IsADirectoryError`` for a folder), and
+    ``ValueError`` naming the file for an empty one (nothing but whitespace), for bytes that are
+    not UTF-8 (with line and byte) and for NUL bytes (a binary file).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {os.fspath(path)!r}")
+    check_file(path)
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -92,6 +93,9 @@ def read_text(path: PathLike) -> str:
                          f"{data[start:start + 1]!r} ({e.reason})") from None
     if not text.strip():
         raise ValueError(f"{os.fspath(path)!r} is empty")
+    if "\x00" in text:  # valid UTF-8, but no text file holds NUL characters: a binary file
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ValueError(f"{os.fspath(path)!r} holds NUL bytes (line {line}): a binary file, not text")
     return text
 
 
@@ -135,6 +139,8 @@ def split_pairs(pairs: Sequence[Pair], valid_fraction: float = 0.1,
         raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
     perm = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
     n_valid = round(valid_fraction * len(pairs))
+    if valid_fraction > 0 and len(pairs) > 1:  # a share that rounds to none still validates on one pair
+        n_valid = min(len(pairs) - 1, max(1, n_valid))
     return [pairs[i] for i in perm[n_valid:]], [pairs[i] for i in perm[:n_valid]]
 
 

@@ -37,11 +37,10 @@ with the same global batches, split into smaller or larger shares.
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -52,13 +51,14 @@ from tqdm.auto import tqdm
 from graphattn import distributed
 from graphattn.loader import LengthBucketSampler
 from graphattn.text.checkpoint import FORMAT, VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from graphattn.text.config import (RUN_FIELDS, TrainConfig, build_model, build_tokenizers, check_config,
-                                   checkpoint_tokenizers, config_from_dict, is_lm, load_task)
+from graphattn.text.config import (TrainConfig, build_model, build_tokenizers, check_config, checkpoint_tokenizers,
+                                   config_from_dict, is_lm, load_task)
 from graphattn.text.data import FlatBatch, ParallelDataset, flat_collate
 from graphattn.text.diagnostics import data_warnings, empty_warning
 from graphattn.text.evaluation import evaluate_sharded
 from graphattn.text.lm import LMDataset, lm_collate, perplexity
 from graphattn.text.plots import attention_example, plot_attention, plot_curves
+from graphattn.text.runs import RunLog, check_out, check_resume, new_run_id, resume_config
 from graphattn.text.tokenizer import PAD_ID, Tokenizer
 from graphattn.utils.batch import local_positions
 from graphattn.utils.checks import check_int
@@ -67,7 +67,6 @@ __all__ = ["TrainResult", "noam_lambda", "sampling_share", "scheduled_sampling_i
            "train_step", "train"]
 
 logger = logging.getLogger(__name__)
-LOG_FIELDS = ("step", "loss", "lr", "tokens_per_s", "valid_bleu", "valid_em", "valid_ppl")
 
 
 @dataclass
@@ -143,17 +142,9 @@ def scheduled_sampling_inputs(tgt_in: Tensor, ptr_tgt: Tensor, predictions: Tens
 # --- One step ------------------------------------------------------------------------------------
 
 
-def _open_log(path: Path, keep_until: int):
-    """The CSV log for appending; rows past ``keep_until`` (written after the checkpoint we resume) go."""
-    rows = []
-    if keep_until > 0 and path.exists():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
-    f = open(path, "w", newline="")
-    writer = csv.DictWriter(f, LOG_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    return f, writer
+def _open_log(run: "_Run") -> RunLog:
+    """The run's CSV log (:class:`~graphattn.text.runs.RunLog`); resumed, from the checkpoint's step."""
+    return RunLog(run.paths, run.run_id, run.step if run.config.resume else None)
 
 
 class FlatForward(nn.Module):
@@ -241,12 +232,15 @@ def _rank_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2 ** 63)
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, given: Optional[Sequence[str]] = None) -> TrainResult:
     """Train as ``config`` says; with ``config.resume``, continue from ``out/last.pt`` exactly.
 
-    On resume the checkpoint's configuration is used, except for the fields of ``RUN_FIELDS``
-    (steps, time_limit, out, resume, progress, accumulate, device, precision, dist_timeout),
-    which come from ``config``. Started by ``torchrun``, the processes train together (see the
+    A folder that holds a run is refused to a new run unless ``config.overwrite`` (see
+    :mod:`graphattn.text.runs`). On resume the checkpoint's configuration is used, except for the
+    fields of :data:`~graphattn.text.runs.SAFE_ON_RESUME` (steps, time_limit, eval_every,
+    accumulate, device, precision, dist_timeout...), which come from ``config``; any other field
+    named in ``given`` (default: the fields that differ from :class:`TrainConfig`'s defaults) and
+    set otherwise than in the checkpoint raises ``ValueError``. Started by ``torchrun``, the processes train together (see the
     module's docstring); a rank that dies or hangs ends the others with a
     :class:`~graphattn.distributed.DistributedError` after ``dist_timeout`` seconds.
     """
@@ -256,7 +250,7 @@ def train(config: TrainConfig) -> TrainResult:
     try:
         # The run seeds and steps its own random streams; the caller's come back afterwards.
         with distributed.guard(ctx), torch.random.fork_rng(devices=devices):
-            return _train(config, ctx)
+            return _train(config, ctx, given)
     finally:
         distributed.shutdown(ctx)
 
@@ -281,6 +275,8 @@ class _Run:
     epoch: int = 0
     position: int = 0  # batches of the epoch already done
     best: float = -math.inf  # best score so far, higher is better (BLEU, or minus the perplexity)
+    run_id: str = field(default_factory=new_run_id)  # in every checkpoint and log row of the run
+    log: Optional[RunLog] = None  # rank 0's CSV log while the loop runs
 
     @property
     def lm(self) -> bool:
@@ -298,16 +294,18 @@ class _Run:
                 "rng": rng_ranks[0], "rng_ranks": rng_ranks,
                 "data": {"epoch": self.epoch, "batch": self.position, "global_batch": self.global_batch,
                          "world_size": self.ctx.world_size},
-                "config": asdict(self.config), "vocab": vocab, "best": best, "valid": valid}
+                "config": asdict(self.config), "vocab": vocab, "best": best, "valid": valid, "run_id": self.run_id}
 
 
-def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
+def _train(config: TrainConfig, ctx: distributed.Context, given: Optional[Sequence[str]]) -> TrainResult:
     out = Path(config.out)
     paths = {"last": out / "last.pt", "best": out / "best.pt", "log": out / "log.csv", "curves": out / "curves.png"}
+    check_out(config)
     ckpt = load_checkpoint(paths["last"]) if config.resume else None
     if ckpt is not None:
-        config = replace(config_from_dict(ckpt["config"]), **{k: getattr(config, k) for k in RUN_FIELDS})
+        config = resume_config(config_from_dict(ckpt["config"]), config, given)
         check_config(config)
+        check_resume(ckpt, paths)
     if not is_lm(config):
         paths["attention"] = out / "attention.png"
     torch.manual_seed(config.seed)  # inside train()'s fork_rng: the caller's generator is restored
@@ -384,6 +382,7 @@ def _restore(run: _Run, ckpt: dict) -> None:
     if run.ctx.rank >= len(states):
         torch.manual_seed(_rank_seed(run.config.seed, ckpt["step"], run.ctx.rank))
     run.step, run.epoch, run.position = ckpt["step"], ckpt["data"]["epoch"], ckpt["data"]["batch"]
+    run.run_id = ckpt.get("run_id") or run.run_id  # checkpoints of earlier releases had none
     run.global_batch = ckpt["data"].get("global_batch", run.global_batch)
     best = ckpt.get("best") or {"metric": "bleu", "value": ckpt.get("best_bleu", -math.inf)}  # version 1: best_bleu
     run.best = -best["value"] if best["metric"] == "perplexity" else best["value"]
@@ -421,9 +420,11 @@ def _loop(run: _Run):
     if ctx.is_main and (ctx.distributed or config.accumulate > 1):
         logger.info("%d process(es) x %d micro-batch(es) a step; global batch: %s", ctx.world_size, config.accumulate,
                     ", ".join(f"{k} {v}" for k, v in run.global_batch.items() if v))
-    log_file, log = _open_log(run.paths["log"], run.step) if ctx.is_main else (None, None)
-    bar = tqdm(total=config.steps, initial=run.step, disable=not (config.progress and ctx.is_main),
+    run.log = _open_log(run) if ctx.is_main else None
+    # tqdm draws in a terminal only (disable=None); elsewhere (a file, a pipe) a line every few steps
+    bar = tqdm(total=config.steps, initial=run.step, disable=None if config.progress and ctx.is_main else True,
                dynamic_ncols=True, desc="train")
+    every = max(1, min(config.eval_every, config.steps // 20)) if config.progress and ctx.is_main and bar.disable else 0
     losses, valid, stopped_by, tokens, seconds, start = [], {}, "steps", 0.0, 0.0, time.perf_counter()
     try:
         batches = _batches(run, sampler)
@@ -446,15 +447,17 @@ def _loop(run: _Run):
             if run.step % config.eval_every == 0 or run.step == config.steps or over_time:
                 valid = _validate(run)
                 row.update(_log_scores(valid))
-            if log is not None:
-                log.writerow(row)
-                log_file.flush()
+            if run.log is not None:
+                run.log.write(row)
+            if every and run.step % every == 0:
+                logger.info("step %d/%d: loss %.3f, lr %.2e, %.0f tokens/s", run.step, config.steps, loss, lr,
+                            tokens / seconds)
             if over_time:
                 break
     finally:
         bar.close()
-        if log_file is not None:
-            log_file.close()
+        if run.log is not None:
+            run.log.close()
     return losses, valid, stopped_by, tokens, seconds
 
 
@@ -487,6 +490,8 @@ def _validate(run: _Run) -> dict:
         if improved:
             save_checkpoint(run.checkpoint(valid, rng_ranks), run.paths["best"])
         save_checkpoint(run.checkpoint(valid, rng_ranks), run.paths["last"])
+        if run.log is not None:
+            run.log.promote()  # the run's first checkpoint: its log and files now replace another run's
     return valid
 
 

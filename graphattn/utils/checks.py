@@ -5,6 +5,7 @@ and what was given, as ``torch.nn`` does (``"embed_dim (10) must be divisible by
 """
 from __future__ import annotations
 
+import os
 from numbers import Integral, Real
 from typing import Optional, Sequence, Union
 
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["PtrLike", "check_int", "check_float", "check_ptr", "check_edge_index", "check_index_tensor",
-           "check_choice"]
+           "check_choice", "check_file"]
 
 #: offsets given as a LongTensor ``[B + 1]`` or a list of ints
 PtrLike = Union[Tensor, Sequence[int]]
@@ -48,6 +49,15 @@ def check_choice(name: str, value, choices: Sequence) -> None:
     """Raise unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_file(path, name: str = "file", hint: str = "") -> None:
+    """Raise ``IsADirectoryError`` for a folder and ``FileNotFoundError`` for nothing at ``path``,
+    naming ``name`` and the path (``hint`` is added to the folder's message)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{name}: {os.fspath(path)!r} is a directory, not a file{hint}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{name}: no such file: {os.fspath(path)!r}")
 
 
 def check_index_tensor(name: str, value, shape: str) -> Tensor:

@@ -64,8 +64,10 @@ def test_resume_equals_continuous(tmp_path):
     # RNG states must come back too.
     whole = train(tiny(tmp_path, "whole", steps=14))
     first = train(tiny(tmp_path, "parts", steps=7))
-    # The rest of the config comes from the checkpoint: a different seed here must not matter.
-    second = train(tiny(tmp_path, "parts", steps=14, resume=True, seed=123))
+    # The rest of the config comes from the checkpoint, and a setting that differs from it is refused.
+    with pytest.raises(ValueError, match=r"differ from it: --seed 123 \(checkpoint: 0\)"):
+        train(tiny(tmp_path, "parts", steps=14, resume=True, seed=123))
+    second = train(tiny(tmp_path, "parts", steps=14, resume=True))
     assert second.step == 14 and len(second.losses) == 7
     assert first.losses + second.losses == pytest.approx(whole.losses, abs=1e-6)
     last_whole = load_checkpoint(whole.paths["last"])["model"]
@@ -122,7 +124,7 @@ def test_corrupt_checkpoints_raise_clear_errors(tmp_path):
                                                        dtype=torch.uint8).numpy().tobytes())
     torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, tmp_path / "foreign.pt")
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
-    cases = {"truncated.pt": "truncated or corrupt", "random.pt": "truncated or corrupt",
+    cases = {"truncated.pt": "truncated or corrupt", "random.pt": r"not a torch file \(random bytes",
              "foreign.pt": r"not a graphattn checkpoint: missing keys \['format'", "tensor.pt": "holds a Tensor"}
     for name, message in cases.items():
         with pytest.raises(ValueError, match=message) as info:
@@ -232,7 +234,8 @@ def test_every_config_field_has_one_flag():
     args = cli.build_parser().parse_args(["train"])
     dests = set(vars(args)) - {"command", "func", "parser", "threads"}  # threads: the entry point's, not the run's
     assert dests == {f.name for f in dataclasses.fields(TrainConfig)}
-    assert TrainConfig(**{name: getattr(args, name) for name in dests}) == TrainConfig()
+    # Defaults come marked as not given (what --resume needs to know), and unwrap to TrainConfig's.
+    assert TrainConfig(**{name: getattr(args, name).value for name in dests}) == TrainConfig()
 
 
 def test_cli_train_translate_evaluate(tmp_path, capsys, monkeypatch, trained):
@@ -281,7 +284,7 @@ def test_cli_trains_on_files_and_resumes(tmp_path, capsys):
     (["train", "--task", "chess"], "unknown task"),
     (["train", "--resume", "--out", "{tmp}/empty"], "no checkpoint at"),
     (["translate", "--checkpoint", "{tmp}/missing.pt", "one"], "no checkpoint at"),
-    (["evaluate", "--checkpoint", "{tmp}/garbage.pt"], "truncated or corrupt"),
+    (["evaluate", "--checkpoint", "{tmp}/garbage.pt"], "not a torch file"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_cli_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
@@ -317,7 +320,8 @@ def test_version_one_checkpoint_resumes_as_version_two(tmp_path):
     out.mkdir()
     shutil.copy(DATA / "numbers_v1.pt", out / "last.pt")
     old = load_checkpoint(out / "last.pt")
-    result = train(tiny(tmp_path, "old", steps=old["step"] + 2, resume=True))
+    # The settings are the checkpoint's: only the steps are given.
+    result = train(TrainConfig(out=str(out), steps=old["step"] + 2, resume=True, progress=False))
     new = load_checkpoint(result.paths["last"])
     assert new["version"] == 2 and new["step"] == old["step"] + 2
     assert Tokenizer.from_dict(new["vocab"]["tgt"]) == Tokenizer.from_dict(old["vocab"]["tgt"])
@@ -403,9 +407,9 @@ def test_bad_files_are_refused_before_a_checkpoint_is_touched(tmp_path, bad):
     else:
         Path(tgt).write_bytes(good + b"un de trop\n")
         message = "same number of lines"
-    for resume in (False, True):  # a new run into the same directory, and a resumed one
+    for resume in (False, True):  # a new run replacing the one in the directory, and a resumed one
         with pytest.raises(ValueError, match=message):
-            train(dataclasses.replace(config, resume=resume, steps=4))
+            train(dataclasses.replace(config, resume=resume, overwrite=not resume, steps=4))
         assert {p.name: p.read_bytes() for p in Path(config.out).iterdir()} == before
 
 
