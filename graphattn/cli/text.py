@@ -20,7 +20,7 @@ logger = logging.getLogger("graphattn.cli")
 
 def register(sub) -> None:
     """Add the text subcommands to the ``graphattn`` parser's subparsers."""
-    _add_train(sub)
+    _mark_defaults(_add_train(sub))
     p = sub.add_parser("translate", help="translate sentences with a trained model",
                        description="Translate the given sentences, or stdin one sentence a line.")
     p.add_argument("sentences", nargs="*", help="sentences to translate (default: read stdin)")
@@ -48,7 +48,7 @@ def register(sub) -> None:
     p.set_defaults(func=_generate, parser=p)
 
 
-def _add_train(sub) -> None:
+def _add_train(sub) -> argparse.ArgumentParser:
     from graphattn.nn.causal_lm import POSITIONALS
     from graphattn.text.config import PRECISIONS, TASKS, TOKENIZERS, TrainConfig
 
@@ -129,8 +129,15 @@ def _add_train(sub) -> None:
     g.add_argument("--dist-timeout", type=float, default=d.dist_timeout, metavar="SECONDS",
                    help="under torchrun: fail when another process is silent this long (default: %(default)s)")
     p.set_defaults(func=_train, parser=p)
-    # Defaults wrapped so that _train can tell a flag given from one left alone (--resume refuses
-    # the first when it differs from the checkpoint, and takes the checkpoint's value for the second).
+    return p
+
+
+def _mark_defaults(p) -> None:
+    """Wrap the train flags' defaults, so that _train can tell a flag given from one left alone
+    (--resume refuses the first when it differs from the checkpoint, and keeps the checkpoint's
+    value for the second)."""
+    from graphattn.text.config import TrainConfig
+
     p.set_defaults(**{f.name: _Default(p.get_default(f.name)) for f in fields(TrainConfig)})
 
 
