@@ -115,9 +115,8 @@ def _add_train(sub) -> argparse.ArgumentParser:
                    help="longest sentence in tokens: cut for training, most generated (default: %(default)s)")
     g.add_argument("--out", default=d.out, metavar="DIR", help="checkpoints, log and plots (default: %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue exactly from DIR/last.pt (only --steps, --time-limit, --eval-every, --threads, "
-                        "--accumulate, --device, --precision and --dist-timeout may change)")
+    g.add_argument("--resume", action="store_true", help="continue exactly from DIR/last.pt (flags that may "
+                   "change: --steps --time-limit --eval-every --threads --accumulate --device --precision --dist-timeout)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run in DIR (its files stay until the new run's first checkpoint)")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
