@@ -5,7 +5,7 @@ The package is laid out by role; imports run one way, bottom up:
 * :mod:`graphattn.utils`: checks, batch layouts (``ptr``/``batch``), sorted edges, probes, tables;
 * :mod:`graphattn.loader`: length-bucketed batching;
 * :mod:`graphattn.patterns`: attention patterns as graphs, and their one grammar;
-* :mod:`graphattn.ops`: the attention kernels (dense, edges, window);
+* :mod:`graphattn.ops`: the attention kernels (dense, edges, window, flex);
 * :mod:`graphattn.transforms`: graph structure computed once (PyG transforms);
 * :mod:`graphattn.nn`: GraphMultiheadAttention and the models built from it;
 * :mod:`graphattn.distributed`: data-parallel training under ``torchrun``;

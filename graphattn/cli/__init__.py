@@ -1,4 +1,4 @@
-"""The ``graphattn`` command line: ``train``, ``translate``, ``evaluate`` and ``compare``.
+"""The ``graphattn`` command line: ``train``, ``translate``, ``evaluate``, ``generate`` and ``compare``.
 
 Bad input (an unknown pattern, a missing file, zero steps, a corrupt checkpoint) ends with one
 line on stderr and exit status 2, as argparse's own errors do, never with a traceback.

@@ -211,7 +211,8 @@ def _translate(args: argparse.Namespace) -> int:
     hyps = translate(model, src_tok, tgt_tok, sentences, max_len, args.beam)
     for hyp in hyps:
         print(hyp)
-    _warn_empty(sum(not h.strip() for h in hyps), len(hyps))
+    asked = [h for s, h in zip(sentences, hyps) if s.strip()]  # an empty line's translation is empty by rule
+    _warn_empty(sum(not h.strip() for h in asked), len(asked))
     return 0
 
 

@@ -153,9 +153,12 @@ def _check_data(config: TrainConfig) -> None:
         raise ValueError("give src and tgt together, and valid_src and valid_tgt together")
     if config.src is None and config.valid_src is not None:
         raise ValueError("valid_src/valid_tgt need src/tgt")
+    # One rule, checked first: is_lm() says translation when src is given, which would train a
+    # translation model whose config says task 'lm'.
+    if config.task == "lm" and config.src is not None:
+        raise ValueError("task 'lm' learns text files (--text), not parallel files (--src/--tgt): drop --task lm "
+                         "to translate, or --src/--tgt to learn a language model")
     if is_lm(config):
-        if config.src is not None:
-            raise ValueError("task 'lm' learns text files (text), not parallel files (src/tgt)")
         if not config.text:
             raise ValueError("task 'lm' needs text files to learn (--text FILE ...)")
         for name in ("reference_torch", "shared_vocab"):
