@@ -102,12 +102,14 @@ def _why_unreadable(path: Path, error: Exception) -> str:
         head = f.read(4)
     if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch's zip archive, or its legacy pickle
         return "not a torch file (random bytes or another format)"
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("WeightsUnpickler error")), None)
-    if reason:  # a pickle that asks for more than tensors and plain containers
-        return f"it holds objects that a safe load refuses ({reason.split('. ')[0][:160]})"
-    first = lines[0] if lines else type(error).__name__
-    return f"truncated or corrupt ({first[:120]})"
+    text = str(error)
+    if "WeightsUnpickler error:" in text:  # the reason sits between torch's advice and its link
+        reason = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].split())
+        if reason.startswith("Unsupported global"):
+            return f"it holds objects that a safe load refuses ({reason.split('. ')[0][:160]})"
+        return f"truncated or corrupt ({reason[:120]})"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return f"truncated or corrupt ({(lines[0] if lines else type(error).__name__)[:120]})"
 
 
 def rng_state() -> dict:

@@ -157,7 +157,7 @@ class Tokenizer:
         steps; with the bound (352 tokens), 99 %.
         """
         if kind not in KINDS:
-            raise ValueError(f"tokenizer must be one of {list(KINDS)}, got {kind!r}")
+            raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
         if isinstance(texts, (str, bytes)):  # iterating a string would train on its characters
             raise TypeError(f"texts must be an iterable of strings (sentences or documents), got one "
                             f"{type(texts).__name__}: wrap it in a list")
@@ -172,8 +172,9 @@ class Tokenizer:
             what = "texts is empty" if not texts else f"the {len(texts)} texts are all empty or blank"
             raise ValueError(f"{what}: there is nothing to learn (a tokenizer of the special tokens alone "
                              f"would encode everything as <unk> or bytes)")
-        if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < len(SPECIALS) + 1):
-            raise ValueError(f"vocab_size must be an int >= {len(SPECIALS) + 1}, got {vocab_size!r}")
+        if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int)
+                                       or not len(SPECIALS) + 1 <= vocab_size < 2 ** 31):  # HF counts in 32 bits
+            raise ValueError(f"vocab_size must be an int in [{len(SPECIALS) + 1}, 2**31), got {vocab_size!r}")
         if kind in ("word", "char"):
             # Counted here rather than by WordLevelTrainer, whose order among equal counts is
             # not fixed: ids must not depend on a hash seed.

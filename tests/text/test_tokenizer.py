@@ -125,11 +125,11 @@ def test_version_one_word_lists_tokenize_as_before():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="tokenizer must be one of"):
+    with pytest.raises(ValueError, match="kind must be one of"):
         Tokenizer.train(["a"], "sentencepiece")
     with pytest.raises(ValueError, match="vocab_size of a byte-level bpe tokenizer must be >= 260"):
         Tokenizer.train(["a"], "bpe", vocab_size=100)
-    with pytest.raises(ValueError, match="vocab_size must be an int >= 5"):
+    with pytest.raises(ValueError, match=r"vocab_size must be an int in \[5"):
         Tokenizer.train(["a"], "word", vocab_size=4)
     with pytest.raises(ValueError, match="'kind' in"):
         Tokenizer.from_dict({"kind": "bpe"})
