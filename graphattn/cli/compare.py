@@ -26,7 +26,7 @@ def _add_compare(parser) -> None:
     parser.add_argument("--graphs", action="store_true",
                         help="train the same GraphTransformer under graph, khop:2, expander, graph|expander|virtual "
                              "and dense (where it fits) on tree NeighborsMatch and a social graph")
-    parser.add_argument("--quick", action="store_true", help="small sizes: the whole run in under 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="small sizes: the whole run in about 1.5 minutes of one core (see the README)")
     parser.add_argument("--patterns", metavar="SPEC,...", help="comma-separated pattern specs (e.g. dense,window:16)")
     parser.add_argument("--learned-spans", metavar="S,...",
                         help="--train also trains with a learned span of up to S positions (default: 8w; 'none': no row)")
