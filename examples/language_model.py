@@ -81,7 +81,7 @@ def main() -> None:
                              dropout=0.0, batch_size=args.batch_size, lr_factor=args.lr_factor, warmup=100,
                              steps=args.steps,
                              time_limit=args.time_limit, eval_every=100, progress=args.progress,
-                             out=str(out))
+                             out=str(out), overwrite=True)  # the example's own folder: a new run replaces it
         print(f"\nTraining with {pattern} (at most {config.steps} steps or {config.time_limit:.0f} s)...")
         results[pattern] = result = train(config)
         print(f"{result.step} steps, {result.tokens_per_s:,.0f} tokens/s; validation perplexity "

@@ -85,7 +85,7 @@ def main() -> None:
                         "--ff", "512", "--batch-size", "128", "--lr-factor", "0.7", "--warmup", "200",
                         "--eval-every", "100", "--steps", str(args.steps), "--time-limit", str(args.time_limit),
                         "--seed", str(args.seed), "--threads", str(args.threads), "--no-progress",
-                        "--out", str(folder / "run"))
+                        "--out", str(folder / "run"), "--overwrite")  # its own folder: a rerun replaces it
         print(out, end="", flush=True)
         steps, seconds, tokens = re.search(r"(\d+) steps \((\d+) s, ([\d,]+) tokens/s", out).groups()
         best = str(folder / "run" / "best.pt")

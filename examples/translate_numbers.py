@@ -52,6 +52,7 @@ def main() -> None:
         steps=args.steps, time_limit=args.time_limit, eval_every=100, seed=args.seed,
         reference_torch=args.reference_torch, progress=args.progress,
         out=args.out or ("runs/numbers-torch" if args.reference_torch else "runs/numbers"),
+        overwrite=True,  # the demo's own folder: running it again replaces its last run
     )
     kind = "torch.nn.Transformer layers" if config.reference_torch else "graph attention layers"
     print(f"Training a {config.layers}+{config.layers}-layer, d_model={config.d_model} Transformer with {kind} "
