@@ -32,7 +32,7 @@ def free_port() -> int:
 
 def run(name: str, steps: int, out: Path) -> float:
     """Training tokens/s of one configuration (the figure ``graphattn train`` prints)."""
-    common = MODEL + ["--steps", str(steps), "--eval-every", str(steps), "--out", str(out / name)]
+    common = MODEL + ["--steps", str(steps), "--eval-every", str(steps), "--out", str(out / name), "--overwrite"]  # repeats reuse the folder
     env = os.environ | {"GLOO_SOCKET_IFNAME": "lo"}
     if name == "2 processes x 1 thread":
         torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
