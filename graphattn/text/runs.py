@@ -83,9 +83,21 @@ def resume_config(saved: TrainConfig, config: TrainConfig, given: Optional[Itera
     return replace(saved, **{n: getattr(config, n) for n in keep})
 
 
+def _log_rows(path: Path) -> list:
+    """The rows of a run's CSV log; ``ValueError`` naming it if it is not one."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:
+            int(row["step"])
+    except (KeyError, ValueError, TypeError, csv.Error, UnicodeDecodeError):
+        raise ValueError(f"{os.fspath(path)!r} is not a training log (a CSV with a step column): move it away "
+                         f"to resume") from None
+    return rows
+
+
 def _log_runs(path: Path) -> set:
-    with open(path, newline="") as f:
-        return {row.get("run") or None for row in csv.DictReader(f)} - {None}
+    return {row.get("run") or None for row in _log_rows(path)} - {None}
 
 
 def check_resume(ckpt: dict, paths: dict) -> None:
@@ -119,8 +131,7 @@ class RunLog:
         self.promoted = resume_step is not None
         rows = []
         if self.promoted and self.path.exists():
-            with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            rows = [r for r in _log_rows(self.path) if int(r["step"]) <= resume_step]
         self.current = self.path if self.promoted else self.path.with_name(f".{self.path.stem}.{run_id}.csv")
         # Rewritten whole beside the log and renamed over it: a crash leaves the old log.
         tmp = self.current.with_name(self.current.name + ".tmp")

@@ -167,3 +167,10 @@ def test_progress_outside_a_terminal_is_log_lines(tmp_path, caplog, capsys):
     with caplog.at_level("INFO", logger="graphattn"):
         train(tiny(tmp_path / "q", progress=False, steps=4))
     assert not [r for r in caplog.records if "tokens/s" in r.getMessage()]
+
+
+def test_resume_refuses_a_file_that_is_no_log(old_run, tmp_path):
+    out = copy_of(old_run, tmp_path)
+    (out / "log.csv").write_text("not,a\nlog,at all\n")
+    with pytest.raises(ValueError, match="log.csv' is not a training log"):
+        train(tiny(out, steps=6, resume=True))
