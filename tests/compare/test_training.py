@@ -76,7 +76,7 @@ def test_classifier_caches_edges_and_span_distance_without_changing_outputs():
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="w must"):
-        compare.train_table({"window:0": "window:0"}, [0], compare.TrainSettings(steps=1), progress=False)
+        compare.train_table({"window:-1": "window:-1"}, [0], compare.TrainSettings(steps=1), progress=False)
     with pytest.raises(ValueError, match="unknown pattern"):
         compare.train_table({"x": "windw:3"}, [0], compare.TrainSettings(steps=1), progress=False)
     with pytest.raises(ValueError, match="readout"):
