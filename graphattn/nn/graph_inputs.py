@@ -57,7 +57,8 @@ def as_graph_data(data, edge_index: Optional[Tensor] = None, edge_attr: Optional
     fields = fields or {}
     if isinstance(data, Tensor):
         if edge_index is None:
-            raise TypeError("model(x, edge_index, ...) needs edge_index [2, E] beside the node features x")
+            raise TypeError("data is a Tensor, which PyG's call form model(x, edge_index, ...) takes as the node "
+                            "features x: give edge_index [2, E] too, or a Data/Batch")
         given = {key: value for key, value in fields.items() if value is not None}
         return Data(x=data, edge_index=edge_index, edge_attr=edge_attr, batch=batch, **given)
     if not isinstance(data, BaseData):

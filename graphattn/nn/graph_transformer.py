@@ -29,9 +29,9 @@ from graphattn.nn.graph_inputs import GraphState, as_graph_data, edges_first, po
 from graphattn.nn.mlp import mlp
 from graphattn.patterns.virtual import virtual_pairs
 from graphattn.transforms import PE_ATTRS, GraphStructure, positional_encoding_transform
-from graphattn.transforms.structure import gather_edge_attr, pair_edge_ids, pair_edge_ids_of_batch
+from graphattn.transforms.structure import check_fingerprint, gather_edge_attr, pair_edge_ids, pair_edge_ids_of_batch
 from graphattn.utils.batch import graph_layout
-from graphattn.utils.checks import check_choice, check_int, eager_only
+from graphattn.utils.checks import check_choice, check_dtype, check_edge_index, check_int, eager_only
 
 log = logging.getLogger(__name__)
 
@@ -307,12 +307,26 @@ class GraphTransformer(nn.Module):
                 net[3].reset_parameters()
 
     def _check_data(self, data) -> Optional[Tensor]:
-        x = data.x
-        if x is None or not x.is_floating_point() or x.dim() != 2 or x.size(1) != self.in_channels:
-            raise ValueError(f"data.x must be a float tensor [N, {self.in_channels}], got {getattr(x, 'shape', None)}")
-        edge_attr = getattr(data, "edge_attr", None) if self.edge_encoder is not None else None
-        if self.edge_encoder is not None and edge_attr is None:
+        """``data.edge_attr`` (None without ``edge_dim``) after checking what the model reads."""
+        x = getattr(data, "x", None)
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != self.in_channels:
+            raise ValueError(f"data.x must be a float tensor [N, {self.in_channels}], got {getattr(x, 'shape', x)}")
+        if not x.is_floating_point():
+            raise TypeError(f"data.x must be a float tensor [N, {self.in_channels}], got dtype {x.dtype}")
+        check_dtype("data.x", x, self.node_encoder.weight.dtype, "the model's parameters")
+        edge_index = check_edge_index(getattr(data, "edge_index", None), "data.edge_index", x.size(0), x.size(0),
+                                      " (the rows of data.x)")
+        if self.edge_encoder is None:
+            return None
+        edge_attr = getattr(data, "edge_attr", None)
+        if edge_attr is None:
             raise ValueError(f"the model has edge_dim={self.edge_dim}: data.edge_attr [E, {self.edge_dim}] is missing")
+        expected = (edge_index.size(1), self.edge_dim)
+        if not isinstance(edge_attr, Tensor) or tuple(edge_attr.shape) != expected:
+            raise ValueError(f"data.edge_attr must have shape [E, edge_dim] = [{expected[0]}, {expected[1]}] (one row "
+                             f"per edge of data.edge_index), got {tuple(getattr(edge_attr, 'shape', ())) or edge_attr}")
+        if edge_attr.is_complex():
+            raise TypeError(f"data.edge_attr must hold numbers (cast to the model's dtype), got dtype {edge_attr.dtype}")
         return edge_attr
 
     @property
@@ -322,7 +336,7 @@ class GraphTransformer(nn.Module):
             return self.structure
         return Compose([positional_encoding_transform(self.pe, self.pe_dim), self.structure])
 
-    def _fields(self, data) -> dict:
+    def _fields(self, data, ptr: Tensor, batch: Tensor) -> dict:
         """The structure fields of ``data``, computed here (with a one-time warning) if missing."""
         spec = getattr(data, "pair_spec", None)
         if spec is None:
@@ -336,16 +350,18 @@ class GraphTransformer(nn.Module):
         if specs != {self.structure.spec}:
             raise ValueError(f"the data's pairs were computed for {sorted(specs)}, the model attends "
                              f"{self.structure.spec!r}: apply this model's model.transform to the data")
-        if self.pair_features and getattr(data, "pair_edge", None) is None:
+        pair_edge = getattr(data, "pair_edge", None)
+        if self.pair_features and pair_edge is None:
             raise ValueError("the model has edge_dim but data.pair_edge is missing: apply model.transform "
                              "(GraphStructure(edge_ids=True)) to the data")
-        return {"pair_index": data.pair_index, "pair_bucket": data.pair_bucket,
-                "pair_edge": getattr(data, "pair_edge", None)}
+        # The edges' order counts where the transform stored pair_edge (columns of edge_index).
+        check_fingerprint(getattr(data, "pair_fingerprint", None), data.edge_index, ptr, batch, pair_edge is not None)
+        return {"pair_index": data.pair_index, "pair_bucket": data.pair_bucket, "pair_edge": pair_edge}
 
     def _pairs(self, data, ptr: Tensor, batch: Tensor, edge_h: Optional[Tensor], explaining: bool = False):
         """``(pairs, pair_attr, buckets)`` on the real nodes, then on the virtual ones too; while
         PyG's explainers run, the graph's edges come first (:func:`edges_first`)."""
-        fields = self._fields(data)
+        fields = self._fields(data, ptr, batch)
         pairs, buckets = fields["pair_index"], fields["pair_bucket"].long()
         pair_attr = ids = None
         if edge_h is not None or (explaining and fields.get("pair_edge") is not None):

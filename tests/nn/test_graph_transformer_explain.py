@@ -66,7 +66,7 @@ def call_args(m, graph, kwargs, prepared):
     data = m.transform(graph.clone()) if prepared or "pe" in kwargs else graph
     names = ["edge_attr"] * ("edge_dim" in kwargs) + ["random_walk_pe"] * ("pe" in kwargs)
     if prepared:
-        names += ["pair_index", "pair_bucket", "pair_spec"] + ["pair_edge"] * ("pair_edge" in data)
+        names += ["pair_index", "pair_bucket", "pair_spec", "pair_fingerprint"] + ["pair_edge"] * ("pair_edge" in data)
     return data.x, data.edge_index, {name: data[name] for name in names}
 
 
