@@ -27,7 +27,9 @@ NAMES = {  # argument -> the words a message may name it by
     "data.x": r"\bdata\.x\b", "data.edge_index": r"\b(data\.)?edge_index\b", "data.edge_attr": r"\bdata\.edge_attr\b",
     "data.batch": r"\b(batch|ptr)\b", "data.pe": r"\bdata\.random_walk_pe\b",
 }
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized, so that the suite gives the same verdict on every run; to explore further, set
+# derandomize=False and a larger max_examples (600 examples a test passed with --hypothesis-seed=123).
+FUZZ = settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def base_edges():
@@ -141,6 +143,8 @@ def test_the_layer_refuses_bad_input_by_name_or_computes_the_reference(data):
     kwargs, changed = layer_changes(data.draw)
     changed = {name.split(" ")[0] for name in changed if not name.endswith(" ok")}
     x = kwargs.pop("x")
+    if changed & {"edge_index", "pattern", "ptr"} and kwargs["edge_attr"] is not None:
+        changed |= {"edge_attr", "attn_bias"}  # other pairs: edge_attr and attn_bias have a row per pair
     if "pattern" in changed or "ptr" in changed:  # a pattern's pairs have their own order: compare nothing
         expected = None
     else:
