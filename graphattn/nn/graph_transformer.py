@@ -326,7 +326,8 @@ class GraphTransformer(nn.Module):
             raise ValueError(f"data.edge_attr must have shape [E, edge_dim] = [{expected[0]}, {expected[1]}] (one row "
                              f"per edge of data.edge_index), got {tuple(getattr(edge_attr, 'shape', ())) or edge_attr}")
         if edge_attr.is_complex():
-            raise TypeError(f"data.edge_attr must hold numbers (cast to the model's dtype), got dtype {edge_attr.dtype}")
+            raise TypeError(f"data.edge_attr must hold real numbers (cast to the model's dtype), "
+                            f"got dtype {edge_attr.dtype}")
         return edge_attr
 
     @property

@@ -86,8 +86,9 @@ def layer_changes(draw):
             kwargs["attn_bias"] = torch.randn(num_edges, H)
             continue
         elif what == "ptr":
-            kwargs["ptr"] = draw(st.sampled_from([torch.tensor([0, 3, N]), torch.tensor([1, N]), torch.tensor([0, 4, 2, N]),
-                                                  torch.tensor([0, N + 1]), torch.tensor([0.0, N]), [0, N], "0,6"]))
+            kwargs["ptr"] = draw(st.sampled_from([torch.tensor([0, 3, N]), torch.tensor([1, N]),
+                                                  torch.tensor([0, 4, 2, N]), torch.tensor([0, N + 1]),
+                                                  torch.tensor([0.0, N]), [0, N], "0,6"]))
         else:
             kwargs["pattern"] = draw(st.sampled_from(["dens", 3, P.window(1), "khop:x", P.dense(), "causal"]))
         changed.add(what)
