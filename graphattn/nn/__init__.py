@@ -3,14 +3,15 @@ r"""Layers: :class:`GraphMultiheadAttention` and what is built from it.
 * ``attention.py``: :class:`GraphMultiheadAttention`, one multi-head attention layer for every pattern.
 * ``transformer_layers.py``, ``transformer.py``: the Transformer of "Attention Is All You Need",
   equal to ``torch.nn.Transformer`` with the same weights.
-* ``graph_transformer.py``: :class:`GraphTransformer` for node and graph tasks.
+* ``graph_transformer.py``: :class:`GraphTransformer` for node and graph tasks, in stages
+  (``embed -> blocks -> readout``); ``graph_inputs.py``: what the stages pass along.
 * ``span.py``: :class:`LearnedSpan`, a per-head learned attention span.
 * ``positional.py``: sinusoidal encodings and relative-position biases on path graphs.
 * ``mlp.py``: the small perceptron the graph blocks share.
 """
 from graphattn.nn.attention import BACKENDS, GraphMultiheadAttention
 from graphattn.nn.causal_lm import CausalLM
-from graphattn.nn.graph_transformer import GraphTransformer, GraphTransformerLayer
+from graphattn.nn.graph_transformer import GraphState, GraphTransformer, GraphTransformerLayer
 from graphattn.nn.positional import RelativePositionBias, positional_encoding, relative_position_buckets, relative_positions
 from graphattn.nn.span import LearnedSpan
 from graphattn.nn.transformer import DecoderState, Transformer, TransformerDecoder, TransformerEncoder
@@ -18,6 +19,7 @@ from graphattn.nn.transformer_layers import TransformerDecoderLayer, Transformer
 
 __all__ = [
     "GraphMultiheadAttention", "BACKENDS", "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
-    "TransformerDecoder", "Transformer", "DecoderState", "GraphTransformer", "GraphTransformerLayer", "LearnedSpan",
+    "TransformerDecoder", "Transformer", "DecoderState", "GraphTransformer", "GraphTransformerLayer", "GraphState",
+    "LearnedSpan",
     "positional_encoding", "relative_positions", "relative_position_buckets", "RelativePositionBias", "CausalLM",
 ]

@@ -25,16 +25,17 @@ from torch_geometric.transforms import BaseTransform, Compose
 
 from graphattn import patterns as P
 from graphattn.nn.attention import GraphMultiheadAttention
+from graphattn.nn.graph_inputs import GraphState, as_graph_data, edges_first, positional_features
 from graphattn.nn.mlp import mlp
 from graphattn.patterns.virtual import virtual_pairs
 from graphattn.transforms import PE_ATTRS, GraphStructure, positional_encoding_transform
-from graphattn.transforms.structure import gather_edge_attr, pair_edge_ids_of_batch
+from graphattn.transforms.structure import check_fingerprint, gather_edge_attr, pair_edge_ids, pair_edge_ids_of_batch
 from graphattn.utils.batch import graph_layout
-from graphattn.utils.checks import check_choice, check_int, eager_only
+from graphattn.utils.checks import check_choice, check_dtype, check_edge_index, check_int, eager_only
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GraphTransformer", "GraphTransformerLayer", "POOLS", "TASKS"]
+__all__ = ["GraphTransformer", "GraphTransformerLayer", "GraphState", "positional_features", "POOLS", "TASKS"]
 
 POOLS = {"mean": global_mean_pool, "add": global_add_pool, "max": global_max_pool}
 TASKS = ("node", "graph")
@@ -172,6 +173,24 @@ class GraphTransformer(nn.Module):
     features (as GraphGPS's does not). ``virtual_node=True`` adds a per-graph node state that is
     added to every node before each block and updated from the sum of the graph's nodes after it.
 
+    The forward is three public stages, ``readout(blocks(embed(data)))``, which the helpers that
+    need the model's pieces reuse (layer-wise inference over chunks of a large graph, explainers):
+    :meth:`embed` encodes nodes, positional encodings and edges and reads the attention pairs
+    into a :class:`GraphState`; :meth:`blocks` runs the blocks (each :meth:`block_input`, the
+    layer, :meth:`after_block`); :meth:`readout` drops the virtual nodes, normalises, pools
+    for graph tasks and applies the head.
+
+    PyG's ``Explainer`` calls ``model(x, edge_index, **kwargs)``, which ``forward`` accepts
+    (other fields by their ``Data`` names: ``edge_attr``, the positional encoding, ``batch``).
+    GNNExplainer's edge mask (``edge_mask_type="object"``) and AttentionExplainer then act on and
+    report the graph's edges, length ``E``, for any pattern that attends every edge: while they
+    run, each layer attends the pattern's pairs with the graph's edges first
+    (:func:`~graphattn.nn.graph_inputs.edges_first`) through the edges kernel, and the other pairs
+    (self loops, k-hop, virtual) keep their messages; a pattern that misses edges (``window:1`` on
+    a graph) or parallel edges are refused. PyG's hard masks count one hop a message-passing layer,
+    so for a node on ``khop:k`` AttentionExplainer zeroes edges that attention reaches in more hops;
+    GNNExplainer's follow the gradient.
+
     Args:
         in_channels (int): node feature size (``data.x`` is float ``[N, in_channels]``).
         hidden_channels (int): width of the blocks.
@@ -287,28 +306,28 @@ class GraphTransformer(nn.Module):
                 net[0].reset_parameters()
                 net[3].reset_parameters()
 
-    def _positional_encoding(self, data, batch: Tensor, num_graphs: int) -> Tensor:
-        attr = PE_ATTRS[self.pe]
-        pe = getattr(data, attr, None)
-        if pe is None:
-            raise ValueError(f"pe={self.pe!r} reads data.{attr} [N, {self.pe_dim}]: add it with "
-                             f"graphattn.transforms.positional_encoding_transform({self.pe!r}, {self.pe_dim})")
-        if pe.dim() != 2 or pe.size(1) != self.pe_dim:
-            raise ValueError(f"data.{attr} must have shape [N, pe_dim={self.pe_dim}], got {tuple(pe.shape)}")
-        pe = pe.to(self.pe_encoder.weight.dtype)
-        if self.pe == "laplacian" and self.training:
-            # Eigenvectors are defined up to sign: flip each one at random, per graph.
-            sign = torch.randint(0, 2, (num_graphs, self.pe_dim), device=pe.device) * 2 - 1
-            pe = pe * sign[batch]
-        return self.pe_encoder(pe)
-
     def _check_data(self, data) -> Optional[Tensor]:
-        x = data.x
-        if x is None or not x.is_floating_point() or x.dim() != 2 or x.size(1) != self.in_channels:
-            raise ValueError(f"data.x must be a float tensor [N, {self.in_channels}], got {getattr(x, 'shape', None)}")
-        edge_attr = getattr(data, "edge_attr", None) if self.edge_encoder is not None else None
-        if self.edge_encoder is not None and edge_attr is None:
+        """``data.edge_attr`` (None without ``edge_dim``) after checking what the model reads."""
+        x = getattr(data, "x", None)
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != self.in_channels:
+            raise ValueError(f"data.x must be a float tensor [N, {self.in_channels}], got {getattr(x, 'shape', x)}")
+        if not x.is_floating_point():
+            raise TypeError(f"data.x must be a float tensor [N, {self.in_channels}], got dtype {x.dtype}")
+        check_dtype("data.x", x, self.node_encoder.weight.dtype, "the model's parameters")
+        edge_index = check_edge_index(getattr(data, "edge_index", None), "data.edge_index", x.size(0), x.size(0),
+                                      " (the rows of data.x)")
+        if self.edge_encoder is None:
+            return None
+        edge_attr = getattr(data, "edge_attr", None)
+        if edge_attr is None:
             raise ValueError(f"the model has edge_dim={self.edge_dim}: data.edge_attr [E, {self.edge_dim}] is missing")
+        expected = (edge_index.size(1), self.edge_dim)
+        if not isinstance(edge_attr, Tensor) or tuple(edge_attr.shape) != expected:
+            raise ValueError(f"data.edge_attr must have shape [E, edge_dim] = [{expected[0]}, {expected[1]}] (one row "
+                             f"per edge of data.edge_index), got {tuple(getattr(edge_attr, 'shape', ())) or edge_attr}")
+        if edge_attr.is_complex():
+            raise TypeError(f"data.edge_attr must hold real numbers (cast to the model's dtype), "
+                            f"got dtype {edge_attr.dtype}")
         return edge_attr
 
     @property
@@ -318,7 +337,7 @@ class GraphTransformer(nn.Module):
             return self.structure
         return Compose([positional_encoding_transform(self.pe, self.pe_dim), self.structure])
 
-    def _fields(self, data) -> dict:
+    def _fields(self, data, ptr: Tensor, batch: Tensor) -> dict:
         """The structure fields of ``data``, computed here (with a one-time warning) if missing."""
         spec = getattr(data, "pair_spec", None)
         if spec is None:
@@ -332,19 +351,25 @@ class GraphTransformer(nn.Module):
         if specs != {self.structure.spec}:
             raise ValueError(f"the data's pairs were computed for {sorted(specs)}, the model attends "
                              f"{self.structure.spec!r}: apply this model's model.transform to the data")
-        if self.pair_features and getattr(data, "pair_edge", None) is None:
+        pair_edge = getattr(data, "pair_edge", None)
+        if self.pair_features and pair_edge is None:
             raise ValueError("the model has edge_dim but data.pair_edge is missing: apply model.transform "
                              "(GraphStructure(edge_ids=True)) to the data")
-        return {"pair_index": data.pair_index, "pair_bucket": data.pair_bucket,
-                "pair_edge": getattr(data, "pair_edge", None)}
+        # The edges' order counts where the transform stored pair_edge (columns of edge_index).
+        check_fingerprint(getattr(data, "pair_fingerprint", None), data.edge_index, ptr, batch, pair_edge is not None)
+        return {"pair_index": data.pair_index, "pair_bucket": data.pair_bucket, "pair_edge": pair_edge}
 
-    def _pairs(self, data, ptr: Tensor, batch: Tensor, edge_h: Optional[Tensor]):
-        """``(pairs, pair_attr, buckets)`` on the real nodes, then on the virtual ones too."""
-        fields = self._fields(data)
+    def _pairs(self, data, ptr: Tensor, batch: Tensor, edge_h: Optional[Tensor], explaining: bool = False):
+        """``(pairs, pair_attr, buckets)`` on the real nodes, then on the virtual ones too; while
+        PyG's explainers run, the graph's edges come first (:func:`edges_first`)."""
+        fields = self._fields(data, ptr, batch)
         pairs, buckets = fields["pair_index"], fields["pair_bucket"].long()
-        pair_attr = None
-        if edge_h is not None:
+        pair_attr = ids = None
+        if edge_h is not None or (explaining and fields.get("pair_edge") is not None):
             ids = pair_edge_ids_of_batch(fields["pair_edge"], pairs, data.edge_index, ptr, batch)
+        elif explaining:  # a model without edge features stores no pair -> edge map: search it
+            ids = pair_edge_ids(data.edge_index, pairs, data.x.size(0))
+        if edge_h is not None:
             pair_attr = gather_edge_attr(edge_h, ids)
         if self.num_virtual:
             pairs, position = virtual_pairs(ptr, self.num_virtual, pairs)
@@ -352,39 +377,99 @@ class GraphTransformer(nn.Module):
             buckets = buckets.new_full((pairs.size(1),), virtual_bucket).index_copy_(0, position, buckets)
             if pair_attr is not None:
                 pair_attr = pair_attr.new_zeros(pairs.size(1), pair_attr.size(1)).index_copy(0, position, pair_attr)
+            if ids is not None:
+                ids = ids.new_full((pairs.size(1),), -1).index_copy_(0, position, ids)
+        if explaining:
+            order = edges_first(ids, data.edge_index, str(self.pattern))
+            pairs, buckets = pairs[:, order], buckets[order]
+            pair_attr = pair_attr[order] if pair_attr is not None else None
         return pairs, pair_attr, buckets
 
-    def forward(self, data, return_attention_weights: bool = False):
+    @property
+    def explaining(self) -> bool:
+        """Whether a PyG explainer is at work on an attention layer (an edge mask or message hooks
+        set): the pairs then list the graph's edges first and take the edges kernel."""
+        return any(layer.attn.explaining for layer in self.layers)
+
+    # ------------------------------------------------------------------------- stages
+
+    def embed(self, data, pairs: bool = True) -> GraphState:
+        """Stage 1: the checked inputs as a :class:`GraphState`: encoded nodes (plus positional
+        encoding; the learned states of the pattern's virtual nodes appended), encoded edges and,
+        with ``pairs=True``, the attention pairs of the batch (from ``model.transform``'s fields).
+        Layer-wise inference takes ``pairs=False`` and builds the pairs of each chunk itself."""
         edge_attr = self._check_data(data)
-        edge_index = data.edge_index
         batch, ptr = graph_layout(data)
         num_graphs, num_nodes = ptr.numel() - 1, data.x.size(0)
         h = self.node_encoder(data.x)
         if self.pe_encoder is not None:
-            h = h + self._positional_encoding(data, batch, num_graphs)
+            pe = positional_features(data, self.pe, self.pe_dim, batch, num_graphs, flip_signs=self.training)
+            h = h + self.pe_encoder(pe.to(h.dtype))
         edge_h = self.edge_encoder(edge_attr.to(h.dtype)) if edge_attr is not None else None
-        pairs, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h if self.pair_features else None)
-        # Traced code keeps the pairs: the dense kernel would rebuild them from ptr, a data-dependent size.
-        dense_kernel = self.dense_kernel and eager_only()
         if self.virtual_states is not None:  # example b's virtual nodes are rows N + b k .. N + b k + k - 1
             h = torch.cat([h, self.virtual_states.weight.repeat(num_graphs, 1)])
         vn = self.virtual_node.weight.expand(num_graphs, -1) if self.virtual_node is not None else None
+        state = GraphState(h, vn, batch, ptr, num_nodes, data.edge_index, edge_h, None, None, None, None)
+        if not pairs:
+            return state
+        explaining = self.explaining
+        pair_index, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h if self.pair_features else None,
+                                                     explaining)
+        # Traced code keeps the pairs: the dense kernel would rebuild them from ptr, a data-dependent size.
+        dense_ptr = ptr if self.dense_kernel and eager_only() and not explaining else None
+        return state._replace(pairs=pair_index, pair_attr=pair_attr, buckets=buckets, dense_ptr=dense_ptr)
+
+    def block_input(self, state: GraphState, i: int) -> Tensor:
+        """The input of block ``i``: ``state.h`` with the per-graph ``virtual_node`` state added
+        to every real node (``state.h`` itself without ``virtual_node=True``)."""
+        if state.vn is None:
+            return state.h
+        n = state.num_nodes
+        return torch.cat([state.h[:n] + state.vn[state.batch], state.h[n:]])
+
+    def after_block(self, state: GraphState, i: int, h: Tensor) -> GraphState:
+        """The state after block ``i`` whose output is ``h``: the ``virtual_node`` state reads
+        the sum of each graph's nodes (before every block but the first)."""
+        vn = state.vn
+        if vn is not None and i < self.num_layers - 1:
+            pooled = global_add_pool(h[:state.num_nodes], state.batch, size=state.ptr.numel() - 1)
+            vn = vn + self.virtual_mlps[i](pooled + vn)
+        return state._replace(h=h, vn=vn)
+
+    def blocks(self, state: GraphState, return_attention_weights: bool = False):
+        """Stage 2: every :class:`GraphTransformerLayer` along ``state.pairs``; returns the final
+        state (and, with ``return_attention_weights=True``, one ``(pairs, alpha)`` a layer)."""
+        if state.pairs is None:
+            raise ValueError("blocks needs the attention pairs: use model.embed(data, pairs=True)")
         weights = []
         for i, layer in enumerate(self.layers):
-            if vn is not None:
-                h = torch.cat([h[:num_nodes] + vn[batch], h[num_nodes:]])
-            h = layer(h, pairs, pair_attr, buckets, edge_index, edge_h, return_attention_weights=return_attention_weights,
-                      ptr=ptr if dense_kernel else None)
+            out = layer(self.block_input(state, i), state.pairs, state.pair_attr, state.buckets, state.edge_index,
+                        state.edge_h, return_attention_weights=return_attention_weights, ptr=state.dense_ptr)
             if return_attention_weights:
-                h, w = h
+                out, w = out
                 weights.append(w)
-            if vn is not None and i < self.num_layers - 1:
-                vn = vn + self.virtual_mlps[i](global_add_pool(h[:num_nodes], batch, size=num_graphs) + vn)
-        h = self.norm(h[:num_nodes])
+            state = self.after_block(state, i, out)
+        return (state, weights) if return_attention_weights else state
+
+    def readout(self, state: GraphState) -> Tensor:
+        """Stage 3: the head on the final real node states (virtual nodes dropped), pooled per
+        graph for graph tasks: :math:`(N, C_{out})` or :math:`(B, C_{out})`."""
+        h = self.norm(state.h[:state.num_nodes])
         if self.task == "graph":
-            h = POOLS[self.pool](h, batch, size=num_graphs)
-        out = self.head(h)
-        return (out, weights) if return_attention_weights else out
+            h = POOLS[self.pool](h, state.batch, size=state.ptr.numel() - 1)
+        return self.head(h)
+
+    def forward(self, data, edge_index: Optional[Tensor] = None, edge_attr: Optional[Tensor] = None, *,
+                batch: Optional[Tensor] = None, return_attention_weights: bool = False, **fields):
+        """``readout(blocks(embed(data)))`` of a ``Data``/``Batch``; PyG's call form
+        ``model(x, edge_index, edge_attr, batch=..., **fields)`` (other fields, such as a positional
+        encoding, by their ``Data`` names) is what PyG's ``Explainer`` uses. Shapes: see the class."""
+        data = as_graph_data(data, edge_index, edge_attr, batch, fields)
+        state = self.blocks(self.embed(data), return_attention_weights=return_attention_weights)
+        if return_attention_weights:
+            state, weights = state
+            return self.readout(state), weights
+        return self.readout(state)
 
     def __repr__(self) -> str:
         local = ", local_mpnn=True" if self.local_mpnn else ""
