@@ -106,8 +106,10 @@ def main() -> int:
     tic = time.perf_counter()
     valid = evaluate(model, src_tok, tgt_tok, data["valid"], config.max_len)
     sources, references = [s for s, _ in data["test"]], [t for _, t in data["test"]]
-    test_greedy, _ = sacrebleu_score(translate(model, src_tok, tgt_tok, sources, config.max_len), references)
-    hyps = translate(model, src_tok, tgt_tok, sources, config.max_len, args.beam, length_penalty=args.length_penalty)
+    greedy = translate(model, src_tok, tgt_tok, sources, config.max_len)
+    test_greedy, _ = sacrebleu_score(greedy, references)
+    hyps = greedy if args.beam == 1 else translate(model, src_tok, tgt_tok, sources, config.max_len, args.beam,
+                                                   length_penalty=args.length_penalty)
     test_bleu, signature = sacrebleu_score(hyps, references)
     decode_seconds = time.perf_counter() - tic
     print(f"Validation ({len(data['valid'])} pairs, greedy): BLEU {valid['bleu']:.2f}")

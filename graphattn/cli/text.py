@@ -114,10 +114,7 @@ def _add_train(sub) -> None:
                    help="share of decoder inputs taken from the model's predictions, growing to P (default: %(default)s)")
     g = p.add_argument_group("run")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validations (default: %(default)s)")
-    g.add_argument("--eval-seconds", type=float, default=d.eval_seconds, metavar="SECONDS",
-                   help="also validate when this much time passed since the last validation")
-    g.add_argument("--valid-subset", type=int, default=d.valid_subset, metavar="N",
-                   help="translation: validate during training on the first N validation pairs (default: all)")
+    _add_validation_bounds(g, d)
     g.add_argument("--max-len", type=int, default=d.max_len,
                    help="longest sentence in tokens: cut for training, most generated (default: %(default)s)")
     g.add_argument("--out", default=d.out, metavar="DIR", help="checkpoints, log and plots (default: %(default)s)")
@@ -132,6 +129,14 @@ def _add_train(sub) -> None:
     g.add_argument("--dist-timeout", type=float, default=d.dist_timeout, metavar="SECONDS",
                    help="under torchrun: fail when another process is silent this long (default: %(default)s)")
     p.set_defaults(func=_train, parser=p)
+
+
+def _add_validation_bounds(g, d) -> None:
+    """Flags that bound what validation costs inside a time budget."""
+    g.add_argument("--eval-seconds", type=float, default=d.eval_seconds, metavar="SECONDS",
+                   help="also validate when this much time passed since the last validation")
+    g.add_argument("--valid-subset", type=int, default=d.valid_subset, metavar="N",
+                   help="translation: validate during training on the first N validation pairs (default: all)")
 
 
 def _add_decoding(p) -> None:
