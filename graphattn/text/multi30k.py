@@ -17,7 +17,8 @@ from typing import Union
 from graphattn.text.config import TrainConfig
 from graphattn.text.data import read_parallel
 
-__all__ = ["SPLITS", "SOURCE", "multi30k_files", "load_multi30k", "recipe_config"]
+__all__ = ["SPLITS", "SOURCE", "ENCODER_PATTERNS", "DECODER_PATTERNS", "multi30k_files", "load_multi30k", "recipe_config",
+           "compare_patterns"]
 
 #: split -> (file stem, sentence pairs it holds)
 SPLITS = {"train": ("train", 29_000), "valid": ("val", 1_014), "test": ("test_2016_flickr", 1_000)}
@@ -76,3 +77,48 @@ def recipe_config(root: Union[str, os.PathLike], **overrides) -> TrainConfig:
         out="runs/multi30k",
     )
     return replace(config, **overrides)
+
+
+#: the encoder patterns and decoder patterns the comparison trains (issue 22)
+ENCODER_PATTERNS = ("dense", "window:4", "window:8", "bigbird:3:2:3:0", "block:8")
+DECODER_PATTERNS = ("causal", "causal&window:8")
+
+
+def compare_patterns(root: Union[str, os.PathLike], out: Union[str, os.PathLike], time_limit: float = 120.0,
+                     seed: int = 0, encoder_patterns=ENCODER_PATTERNS, decoder_patterns=DECODER_PATTERNS,
+                     progress: bool = False, check_counts: bool = True, **overrides) -> list[dict]:
+    """The recipe trained under each encoder pattern (with a causal decoder), then under each
+    decoder pattern (with a dense encoder), for ``time_limit`` seconds each, one after the other.
+    ``overrides`` replace recipe fields; ``check_counts`` as in :func:`load_multi30k`.
+
+    Returns one row per run: ``encoder``, ``decoder``, ``test_bleu`` (sacreBLEU, greedy, test 2016),
+    ``valid_bleu`` (the best on the validation subset), ``tokens_per_s``, ``steps``, ``peak_mib``
+    (resident memory the run added: :func:`~graphattn.utils.bench.peak_memory_mib`) and
+    ``max_path_length`` (the fewest encoder layers after which every source token can have
+    reached every other, on the longest test source: 1 for dense; ``inf`` when never).
+    """
+    import torch
+
+    from graphattn import patterns as P
+    from graphattn.text.evaluation import translate
+    from graphattn.text.metrics import sacrebleu_score
+    from graphattn.text.train import train
+    from graphattn.utils.bench import peak_memory_mib
+
+    test = load_multi30k(root, check_counts=check_counts)["test"]
+    runs = [(e, "causal") for e in encoder_patterns] + [("dense", d) for d in decoder_patterns if d != "causal"]
+    rows = []
+    for encoder, decoder in runs:
+        name = f"{encoder}__{decoder}".replace(":", "-").replace("&", "+").replace(",", "_").replace("=", "")
+        config = recipe_config(root, encoder_pattern=encoder, decoder_pattern=decoder, time_limit=time_limit,
+                               seed=seed, out=str(Path(out) / name), progress=progress, **overrides)
+        box = {}
+        peak = peak_memory_mib(lambda: box.update(result=train(config)))
+        result = box["result"]
+        hyps = translate(result.model, result.src_tokenizer, result.tgt_tokenizer, [s for s, _ in test], config.max_len)
+        longest = max(map(len, result.src_tokenizer.encode_batch([s for s, _ in test])))
+        stats = P.parse(encoder).stats(torch.tensor([0, longest]), num_layers=config.layers)
+        rows.append({"encoder": encoder, "decoder": decoder, "test_bleu": sacrebleu_score(hyps, [t for _, t in test])[0],
+                     "valid_bleu": result.best_bleu, "tokens_per_s": result.tokens_per_s, "steps": result.step,
+                     "peak_mib": peak, "max_path_length": stats.get("max_path_length")})
+    return rows

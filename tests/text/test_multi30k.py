@@ -74,3 +74,26 @@ def test_real_files():
         first = f.readline().strip()
     assert pairs["test"][0][1] == " ".join(first.split())
     assert read_lines(REAL / "val.en.gz")[0] == pairs["valid"][0][0]
+
+
+def test_compare_patterns_on_a_tiny_corpus(tmp_path, one_thread):
+    from graphattn.compare.translation import translation_report
+    from graphattn.text.multi30k import compare_patterns
+
+    write_corpus(tmp_path, {"train": 40, "valid": 6, "test": 5})
+    rows = compare_patterns(tmp_path, tmp_path / "runs", time_limit=60.0, encoder_patterns=["dense", "window:2"],
+                            decoder_patterns=["causal", "causal&window:2"], check_counts=False, steps=2,
+                            d_model=16, nhead=2, layers=2, ff=32, vocab_size=300, max_tokens=200)
+    assert [(r["encoder"], r["decoder"]) for r in rows] == [("dense", "causal"), ("window:2", "causal"),
+                                                              ("dense", "causal&window:2")]
+    assert all(r["steps"] == 2 and r["tokens_per_s"] > 0 and 0 <= r["test_bleu"] <= 100 for r in rows)
+    # Path lengths by hand: dense reaches everything in one layer; window:2 moves 2 positions a layer
+    # across the longest test source ("A dog runs N." + <eos>, as many tokens as the tokenizer makes).
+    from graphattn.text.config import load_model
+    _, src_tok, _, _ = load_model(tmp_path / "runs" / "window-2__causal" / "best.pt")
+    longest = max(len(src_tok.encode(f"A dog runs {i}.", add_eos=False)) + 1 for i in range(5))
+    assert rows[0]["max_path_length"] == 1
+    assert rows[1]["max_path_length"] == -(-(longest - 1) // 2)
+    text = translation_report(rows, tmp_path / "report", {"time_limit": 60.0})
+    assert text.count("\n| `") == 3 and "| 1.00x |" in text
+    assert (tmp_path / "report" / "multi30k.png").stat().st_size > 0
