@@ -97,3 +97,12 @@ def test_compare_patterns_on_a_tiny_corpus(tmp_path, one_thread):
     text = translation_report(rows, tmp_path / "report", {"time_limit": 60.0})
     assert text.count("\n| `") == 3 and "| 1.00x |" in text
     assert (tmp_path / "report" / "multi30k.png").stat().st_size > 0
+
+
+def test_cli_compare_multi30k_needs_data(capsys):
+    from graphattn import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", "--task", "multi30k"])
+    assert exit_info.value.code == 2
+    assert "--data" in capsys.readouterr().err
