@@ -32,9 +32,13 @@ def _add_compare(parser) -> None:
                         help="--train also trains with a learned span of up to S positions (default: 8w; 'none': no row)")
     parser.add_argument("--lengths", help="comma-separated lengths n for --stats")
     parser.add_argument("--max-len", type=int, help="longest ListOps expression for --train (default 512; 128 with --quick)")
-    parser.add_argument("--task", choices=["sparse", "lra"], default="sparse",
+    parser.add_argument("--task", choices=["sparse", "lra", "multi30k"], default="sparse",
                         help="sparse: flat MAX/MIN whose value rests on ~3 digits anywhere (default); "
-                             "lra: the Long Range Arena's nested distribution (needs far more steps)")
+                             "lra: the Long Range Arena's nested distribution (needs far more steps); "
+                             "multi30k: the Multi30k EN->DE recipe under each encoder and decoder pattern (--data)")
+    parser.add_argument("--data", help="--task multi30k: the folder of the Multi30k .gz files")
+    parser.add_argument("--time-limit", type=float, default=120.0,
+                        help="--task multi30k: seconds of training per pattern (default: %(default)s)")
     parser.add_argument("--steps", type=int, help="training steps per pattern and seed (default 200; with --graphs: epochs)")
     parser.add_argument("--seeds", type=int, help="seeds per pattern (default 2; 1 with --quick)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -58,6 +62,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.graphs:
         return _compare_graphs(args)
+    if args.task == "multi30k":
+        return _compare_multi30k(args)
     if not (args.stats or args.train):
         args.stats = args.train = True
     for name in ("steps", "seeds", "max_len", "threads"):
@@ -90,6 +96,24 @@ def _compare(args: argparse.Namespace) -> int:
         print(compare.train_report(chosen or compare.default_train_patterns(max_len), seeds, settings, out_dir,
                                    args.task, spans, progress))
     print(f"\nwrote tables and plots under {out_dir}/")
+    return 0
+
+
+def _compare_multi30k(args: argparse.Namespace) -> int:
+    from graphattn.compare.translation import translation_report
+    from graphattn.text.multi30k import DECODER_PATTERNS, ENCODER_PATTERNS, compare_patterns
+
+    if not args.data:
+        raise ValueError("--task multi30k needs --data DIR (the Multi30k .gz files)")
+    set_threads(args.threads if args.threads is not None else 1)
+    specs = [s.strip() for s in args.patterns.split(",")] if args.patterns else None
+    encoders = [s for s in specs if "causal" not in s] if specs else ENCODER_PATTERNS
+    decoders = ["causal"] + [s for s in specs if "causal" in s] if specs else DECODER_PATTERNS
+    rows = compare_patterns(args.data, Path(args.out) / "multi30k", args.time_limit, encoder_patterns=encoders,
+                            decoder_patterns=decoders, progress=not args.no_progress)
+    settings = {"time_limit": args.time_limit, "threads": args.threads or 1, "recipe": "graphattn.text.multi30k"}
+    print(translation_report(rows, args.out, settings))
+    print(f"\nwrote tables and plots under {args.out}/")
     return 0
 
 

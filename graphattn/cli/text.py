@@ -79,6 +79,9 @@ def _add_train(sub) -> argparse.ArgumentParser:
                    help="most tokens a tokenizer holds (default: bpe/unigram 8000, with BPE merges of pairs "
                         "seen in 2%% of the lines at least; word/char: every token)")
     g.add_argument("--shared-vocab", action="store_true", help="one tokenizer for source and target")
+    g.add_argument("--min-frequency", type=int, default=d.min_frequency,
+                   help="bpe: merge only pairs seen this often (default: 2%% of the lines, at least 2; "
+                        "real text wants 2)")
     g = p.add_argument_group("model")
     g.add_argument("--encoder-pattern", default=d.encoder_pattern, metavar="SPEC",
                    help="encoder self-attention pattern: dense, window:16, block:8, ... (default: %(default)s)")
@@ -111,6 +114,7 @@ def _add_train(sub) -> argparse.ArgumentParser:
                    help="share of decoder inputs taken from the model's predictions, growing to P (default: %(default)s)")
     g = p.add_argument_group("run")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validations (default: %(default)s)")
+    _add_validation_bounds(g, d)
     g.add_argument("--max-len", type=int, default=d.max_len,
                    help="longest sentence in tokens: cut for training, most generated (default: %(default)s)")
     g.add_argument("--out", default=d.out, metavar="DIR", help="checkpoints, log and plots (default: %(default)s)")
@@ -148,6 +152,14 @@ class _Default:
 
     def __str__(self) -> str:  # what %(default)s shows in --help
         return str(self.value)
+
+
+def _add_validation_bounds(g, d) -> None:
+    """Flags that bound what validation costs inside a time budget."""
+    g.add_argument("--eval-seconds", type=float, default=d.eval_seconds, metavar="SECONDS",
+                   help="also validate when this much time passed since the last validation")
+    g.add_argument("--valid-subset", type=int, default=d.valid_subset, metavar="N",
+                   help="translation: validate during training on the first N validation pairs (default: all)")
 
 
 def _add_decoding(p) -> None:

@@ -59,6 +59,7 @@ class TrainConfig:
     tokenizer: str = "auto"  # bpe, unigram, char or word, trained on the training text; auto: word for numbers, else bpe
     vocab_size: Optional[int] = None  # most tokens a tokenizer holds (4 specials included); default: bpe/unigram 8000 (BPE merges need 2% of the lines), word/char all
     shared_vocab: bool = False  # translation: one tokenizer for both sides, trained on both
+    min_frequency: Optional[int] = None  # bpe: merge only pairs seen this often (default: 2% of the lines, at least 2)
     encoder_pattern: str = "dense"  # encoder self-attention, a patterns.parse spec ("window:16")
     decoder_pattern: str = "causal"  # decoder (or lm) self-attention ("causal&window:16"); must be causal
     positional: str = "sinusoidal"  # lm: sinusoidal positions, or a learned relative-position bias ("relative")
@@ -79,6 +80,8 @@ class TrainConfig:
     clip_norm: float = 1.0  # clip the global gradient L2 norm to this (0: no clipping)
     scheduled_sampling: float = 0.0  # final share of decoder inputs replaced by model predictions
     eval_every: int = 200  # steps between validations (each also writes last.pt)
+    eval_seconds: Optional[float] = None  # also validate when this many seconds passed since the last validation
+    valid_subset: Optional[int] = None  # translation: validate (in the loop) on this many fixed pairs, not all
     max_len: int = 64  # translation: longest sentence in tokens (longer ones are cut) and most tokens generated
     out: str = "runs/train"  # directory of checkpoints, log and plots
     seed: int = 0  # model init, batch order and the numbers task's split
@@ -99,7 +102,8 @@ def check_config(config: TrainConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
             raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
-    for name, lowest in (("batch_size", 1), ("max_tokens", 1), ("vocab_size", 5)):
+    for name, lowest in (("batch_size", 1), ("max_tokens", 1), ("vocab_size", 5), ("min_frequency", 1),
+                         ("valid_subset", 1)):
         value = getattr(config, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lowest):
             raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
@@ -114,8 +118,10 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"scheduled_sampling must be in [0, 1], got {config.scheduled_sampling}")
     if not config.lr_factor > 0 or config.clip_norm < 0:
         raise ValueError(f"need lr_factor > 0 and clip_norm >= 0, got {config.lr_factor} and {config.clip_norm}")
-    if config.time_limit is not None and not config.time_limit > 0:
-        raise ValueError(f"time_limit must be > 0 seconds, got {config.time_limit}")
+    for name in ("time_limit", "eval_seconds"):
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0 seconds, got {value}")
     if config.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {config.device!r}")
     if config.precision not in PRECISIONS:
@@ -240,14 +246,16 @@ def build_tokenizers(config: TrainConfig, data: dict) -> tuple[Optional[Tokenize
     """``(src_tokenizer, tgt_tokenizer)`` trained on the training data of :func:`load_task`
     (one shared tokenizer with ``shared_vocab``); for ``task="lm"`` ``(None, tokenizer)``."""
     kind = tokenizer_kind(config)
+    extra = {"min_frequency": config.min_frequency} if kind == "bpe" else {}
     if is_lm(config):
-        return None, Tokenizer.train(data["train"], kind, config.vocab_size)
+        return None, Tokenizer.train(data["train"], kind, config.vocab_size, **extra)
     src = [s for s, _ in data["train"]]
     tgt = [t for _, t in data["train"]]
     if config.shared_vocab:
-        shared = Tokenizer.train(src + tgt, kind, config.vocab_size)
+        shared = Tokenizer.train(src + tgt, kind, config.vocab_size, **extra)
         return shared, shared
-    return Tokenizer.train(src, kind, config.vocab_size), Tokenizer.train(tgt, kind, config.vocab_size)
+    return (Tokenizer.train(src, kind, config.vocab_size, **extra),
+            Tokenizer.train(tgt, kind, config.vocab_size, **extra))
 
 
 def build_model(config: TrainConfig, src_vocab: Optional[int], tgt_vocab: int):

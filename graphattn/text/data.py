@@ -12,6 +12,7 @@ and parallel files of different lengths are refused with a ``ValueError`` that n
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 from typing import NamedTuple, Optional, Sequence, Union
@@ -74,15 +75,19 @@ class ParallelDataset(Dataset):
 
 
 def read_text(path: PathLike) -> str:
-    """The text of a UTF-8 file (a byte-order mark is skipped).
+    """The text of a UTF-8 file (a byte-order mark is skipped), gunzipped if its name ends in ``.gz``.
 
     Raises ``FileNotFoundError`` for a missing file (``IsADirectoryError`` for a folder), and
     ``ValueError`` naming the file for an empty one (nothing but whitespace), for bytes that are
     not UTF-8 (with line and byte) and for NUL bytes (a binary file).
     """
     check_file(path)
-    with open(path, "rb") as f:
-        data = f.read()
+    # Corpora ship gzipped (Multi30k's *.gz): read them as they are rather than ask users to unpack.
+    with (gzip.open if os.fspath(path).endswith(".gz") else open)(path, "rb") as f:
+        try:
+            data = f.read()
+        except (OSError, EOFError) as e:  # a truncated or non-gzip .gz file
+            raise ValueError(f"{os.fspath(path)!r} is not a readable gzip file: {e}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

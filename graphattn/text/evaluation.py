@@ -20,8 +20,10 @@ logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def translate(model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, sentences: Sequence[str],
-              max_len: int = 64, beam_size: int = 1, batch_size: int = 250, warn: bool = True) -> list[str]:
-    """Translations of ``sentences`` (greedy, or beam search with ``beam_size > 1``).
+              max_len: int = 64, beam_size: int = 1, batch_size: int = 250, length_penalty: float = 0.6,
+              warn: bool = True) -> list[str]:
+    """Translations of ``sentences`` (greedy, or beam search with ``beam_size > 1`` and the GNMT
+    ``length_penalty`` of :func:`~graphattn.text.decoding.beam_search`).
 
     Sources longer than ``max_len`` tokens are cut to ``max_len`` (``<eos>`` included), as in
     training; an empty (or blank) sentence translates to an empty one, without the model. With
@@ -43,7 +45,7 @@ def translate(model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer
         src, ptr = pack_sequences([torch.tensor(s[:max_len - 1] + [src_tokenizer.eos_id], dtype=torch.long) for s in ids])
         src, ptr = src.to(device), ptr.to(device)
         decoded = (greedy_decode(model, src, ptr, max_len) if beam_size == 1
-                   else beam_search(model, src, ptr, beam_size, max_len=max_len))
+                   else beam_search(model, src, ptr, beam_size, length_penalty, max_len=max_len))
         for j, tokens in zip(todo[i:i + batch_size], decoded.tokens):
             out[j] = tgt_tokenizer.decode(tokens)
     model.train(was_training)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["bleu", "bleu_tokenize", "exact_match"]
+__all__ = ["bleu", "bleu_tokenize", "sacrebleu_score", "exact_match"]
 
 #: BLEU's longest n-gram
 MAX_ORDER = 4
@@ -36,6 +36,18 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "
     _check_corpora(hypotheses, references)
     tokenize = bleu_tokenize(references) if tokenize == "auto" else tokenize
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize).score)
+
+
+def sacrebleu_score(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
+    """``(BLEU, signature)``: sacrebleu's corpus BLEU of detokenised, cased text with its default
+    ``13a`` tokenizer and one reference, and the signature that says so
+    (``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:...``), to report beside the score."""
+    import sacrebleu
+
+    _check_corpora(hypotheses, references)
+    metric = sacrebleu.metrics.BLEU()
+    score = metric.corpus_score(list(hypotheses), [list(references)])
+    return float(score.score), str(metric.get_signature())
 
 
 def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:

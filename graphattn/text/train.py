@@ -86,6 +86,7 @@ class TrainResult:
     train_seconds: float
     stopped_by: str  # "steps" or "time_limit"
     paths: dict = field(default_factory=dict)  # last, best, log, curves (and attention for translation)
+    valid_seconds: float = 0.0  # wall-clock seconds of the loop spent validating (and writing checkpoints)
 
     @property
     def best_bleu(self) -> float:
@@ -314,7 +315,7 @@ def _train(config: TrainConfig, ctx: distributed.Context, given: Optional[Sequen
         out.mkdir(parents=True, exist_ok=True)
         for message in _data_warnings(run):
             logger.warning("%s", message)
-    losses, valid, stopped_by, tokens, seconds = _loop(run)
+    losses, valid, stopped_by, tokens, seconds, valid_seconds = _loop(run)
     distributed.barrier(ctx)  # rank 0 has written best.pt before anyone reads it
     if paths["best"].exists():  # report, plot and return the best weights, not the last
         run.model.load_state_dict(load_checkpoint(paths["best"])["model"])
@@ -326,7 +327,7 @@ def _train(config: TrainConfig, ctx: distributed.Context, given: Optional[Sequen
         _plot(run)
     metric, best = ("perplexity", -run.best) if run.lm else ("bleu", run.best)
     return TrainResult(run.config, run.model, run.src_tokenizer, run.tgt_tokenizer, run.step, losses, valid, metric,
-                       best, tokens / seconds if seconds else 0.0, seconds, stopped_by, paths)
+                       best, tokens / seconds if seconds else 0.0, seconds, stopped_by, paths, valid_seconds)
 
 
 def _tokenizers(config: TrainConfig, ctx: distributed.Context, data: dict, ckpt: Optional[dict]):
@@ -426,6 +427,7 @@ def _loop(run: _Run):
                dynamic_ncols=True, desc="train")
     every = max(1, min(config.eval_every, config.steps // 20)) if config.progress and ctx.is_main and bar.disable else 0
     losses, valid, stopped_by, tokens, seconds, start = [], {}, "steps", 0.0, 0.0, time.perf_counter()
+    last_valid, valid_seconds = start, 0.0
     try:
         batches = _batches(run, sampler)
         while run.step < config.steps:
@@ -435,8 +437,11 @@ def _loop(run: _Run):
             loss = train_step(ddp, micro, run.optimizer, loss_fn, config.clip_norm, share, ctx, config.precision)
             run.scheduler.step()
             run.step += 1
-            over_time = config.time_limit is not None and time.perf_counter() - start > config.time_limit
-            batch_tokens, over_time = distributed.all_sum([sum(mb.num_tokens for mb in micro), over_time], ctx)
+            now = time.perf_counter()
+            over_time = config.time_limit is not None and now - start > config.time_limit
+            due = config.eval_seconds is not None and now - last_valid >= config.eval_seconds
+            # Summed so that every rank takes the same decisions, whatever its clock says.
+            batch_tokens, over_time, due = distributed.all_sum([sum(mb.num_tokens for mb in micro), over_time, due], ctx)
             took = time.perf_counter() - tic
             tokens, seconds = tokens + batch_tokens, seconds + took
             losses.append(loss)
@@ -444,9 +449,11 @@ def _loop(run: _Run):
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:.0f}")
             stopped_by = "time_limit" if over_time else stopped_by  # every rank agrees: the flag was summed
             row = {"step": run.step, "loss": f"{loss:.6f}", "lr": f"{lr:.6g}", "tokens_per_s": f"{batch_tokens / took:.0f}"}
-            if run.step % config.eval_every == 0 or run.step == config.steps or over_time:
+            if run.step % config.eval_every == 0 or run.step == config.steps or over_time or due:
                 valid = _validate(run)
                 row.update(_log_scores(valid))
+                last_valid = time.perf_counter()
+                valid_seconds += last_valid - now
             if run.log is not None:
                 run.log.write(row)
             if every and run.step % every == 0:
@@ -458,7 +465,7 @@ def _loop(run: _Run):
         bar.close()
         if run.log is not None:
             run.log.close()
-    return losses, valid, stopped_by, tokens, seconds
+    return losses, valid, stopped_by, tokens, seconds, valid_seconds
 
 
 def _log_scores(valid: dict) -> dict:
@@ -477,8 +484,8 @@ def _validate(run: _Run) -> dict:
         if ctx.is_main:
             logger.info("step %d: valid perplexity %.3f (%.4f nats a token)", run.step, valid["perplexity"], valid["nll"])
     else:
-        valid = evaluate_sharded(run.model, run.src_tokenizer, run.tgt_tokenizer, run.data["valid"],
-                                 run.config.max_len, ctx)
+        pairs = run.data["valid"][:run.config.valid_subset]  # a fixed subset bounds the cost of greedy decoding
+        valid = evaluate_sharded(run.model, run.src_tokenizer, run.tgt_tokenizer, pairs, run.config.max_len, ctx)
         score = valid["bleu"]
         if ctx.is_main:
             unit = "" if valid["bleu_tokenize"] == "13a" else f" ({valid['bleu_tokenize']})"
