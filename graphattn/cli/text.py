@@ -113,6 +113,13 @@ def _add_train(sub) -> argparse.ArgumentParser:
     g.add_argument("--scheduled-sampling", type=float, default=d.scheduled_sampling, metavar="P",
                    help="share of decoder inputs taken from the model's predictions, growing to P (default: %(default)s)")
     g = p.add_argument_group("run")
+    _add_run_flags(g, d)
+    p.set_defaults(func=_train, parser=p)
+    return p
+
+
+def _add_run_flags(g, d) -> None:
+    """The "run" group of the train flags: validation, output, resume, threads, device."""
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validations (default: %(default)s)")
     _add_validation_bounds(g, d)
     g.add_argument("--max-len", type=int, default=d.max_len,
@@ -131,8 +138,6 @@ def _add_train(sub) -> argparse.ArgumentParser:
                    help="bf16: autocast in bfloat16, weights and optimizer in fp32 (default: %(default)s)")
     g.add_argument("--dist-timeout", type=float, default=d.dist_timeout, metavar="SECONDS",
                    help="under torchrun: fail when another process is silent this long (default: %(default)s)")
-    p.set_defaults(func=_train, parser=p)
-    return p
 
 
 def _mark_defaults(p) -> None:
