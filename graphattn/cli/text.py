@@ -50,7 +50,7 @@ def register(sub) -> None:
 
 def _add_train(sub) -> argparse.ArgumentParser:
     from graphattn.nn.causal_lm import POSITIONALS
-    from graphattn.text.config import PRECISIONS, TASKS, TOKENIZERS, TrainConfig
+    from graphattn.text.config import TASKS, TOKENIZERS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a translation model or a language model",
@@ -120,6 +120,8 @@ def _add_train(sub) -> argparse.ArgumentParser:
 
 def _add_run_flags(g, d) -> None:
     """The "run" group of the train flags: validation, output, resume, threads, device."""
+    from graphattn.text.config import PRECISIONS
+
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validations (default: %(default)s)")
     _add_validation_bounds(g, d)
     g.add_argument("--max-len", type=int, default=d.max_len,
