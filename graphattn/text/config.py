@@ -9,7 +9,6 @@ files ``src``/``tgt``) trains a :class:`~graphattn.text.model.Seq2Seq`, ``task="
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Optional
 
 from graphattn import patterns as P
