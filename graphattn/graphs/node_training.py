@@ -30,7 +30,7 @@ from graphattn.nn import GraphTransformer
 from graphattn.patterns.graph import GraphPattern
 from graphattn.patterns.hops import hop_expansion
 from graphattn.patterns.virtual import split_virtual, virtual_pairs
-from graphattn.transforms import PE_ATTRS, pair_edge_ids, pattern_pairs
+from graphattn.transforms import pair_edge_ids, pattern_pairs
 from graphattn.transforms.structure import gather_edge_attr
 from graphattn.utils.checks import check_int
 
@@ -103,22 +103,17 @@ def layerwise_inference(model: GraphTransformer, data, chunk_size: int = 65536, 
         raise TypeError(f"layerwise_inference needs a node-task GraphTransformer, got {type(model).__name__}")
     chunk_size = check_int("chunk_size", chunk_size, 1)
     model.eval()
-    n, edge_index = data.num_nodes, data.edge_index
-    h = model.node_encoder(data.x)
-    if model.pe_encoder is not None:
-        h = h + model.pe_encoder(getattr(data, PE_ATTRS[model.pe]).to(h.dtype))
-    edge_h = model.edge_encoder(data.edge_attr.to(h.dtype)) if model.edge_encoder is not None else None
+    # The model's own stages: embed (without the whole graph's pairs), each block's input and
+    # virtual-node update, readout; only the block's attention runs here, chunk by chunk.
+    state = model.embed(data, pairs=False)
+    n, edge_index, edge_h = state.num_nodes, state.edge_index, state.edge_h
     chunk_pairs = _ChunkPairs(model, edge_index, n)
     k = chunk_pairs.num_virtual
-    if k:
-        h = torch.cat([h, model.virtual_states.weight])
     by_target = torch.argsort(edge_index[1], stable=True)
     edge_ptr = torch.searchsorted(edge_index[1, by_target], torch.arange(n + 1))
-    vn = model.virtual_node.weight if model.virtual_node is not None else None
     bar = tqdm(total=model.num_layers * math.ceil(n / chunk_size), disable=not progress, desc="inference")
     for i, layer in enumerate(model.layers):
-        if vn is not None:
-            h = torch.cat([h[:n] + vn, h[n:]])
+        h = model.block_input(state, i)
         out = torch.empty_like(h)
         lo, size = 0, chunk_size
         while lo < n:
@@ -127,8 +122,8 @@ def layerwise_inference(model: GraphTransformer, data, chunk_size: int = 65536, 
             if pairs.size(1) > max_chunk_pairs and hi - lo > 1:  # hubs: fewer queries a chunk
                 size = max(1, (hi - lo) * max_chunk_pairs // pairs.size(1))
                 continue
-            out[lo:hi] = _chunk(model, layer, h, (pairs, buckets), chunk_pairs.num_virtual, lo, hi, edge_index,
-                                by_target, edge_ptr, edge_h, n)
+            out[lo:hi] = _chunk(model, layer, h, (pairs, buckets), k, lo, hi, edge_index, by_target, edge_ptr,
+                                edge_h, n)
             bar.update((hi - lo) / chunk_size)
             lo, size = hi, chunk_size
         if k:  # the virtual nodes read the whole graph
@@ -137,11 +132,9 @@ def layerwise_inference(model: GraphTransformer, data, chunk_size: int = 65536, 
             buckets = torch.full((queries.size(1),), model.max_distance + 2, dtype=torch.long)
             attr = edge_h.new_zeros(queries.size(1), edge_h.size(1)) if model.pair_features else None
             out[n:] = layer(h, queries, attr, buckets, edge_index[:, :0], edge_h[:0] if edge_h is not None else None)[n:]
-        h = out
-        if vn is not None and i < model.num_layers - 1:
-            vn = vn + model.virtual_mlps[i](h[:n].sum(0, keepdim=True) + vn)
+        state = model.after_block(state, i, out)
     bar.close()
-    return model.head(model.norm(h[:n]))
+    return model.readout(state)
 
 
 def _chunk(model, layer, h, pairs_and_buckets, num_virtual, lo, hi, edge_index, by_target, edge_ptr, edge_h,

@@ -10,7 +10,7 @@ r"""Layers: :class:`GraphMultiheadAttention` and what is built from it.
 """
 from graphattn.nn.attention import BACKENDS, GraphMultiheadAttention
 from graphattn.nn.causal_lm import CausalLM
-from graphattn.nn.graph_transformer import GraphTransformer, GraphTransformerLayer
+from graphattn.nn.graph_transformer import GraphState, GraphTransformer, GraphTransformerLayer
 from graphattn.nn.positional import RelativePositionBias, positional_encoding, relative_position_buckets, relative_positions
 from graphattn.nn.span import LearnedSpan
 from graphattn.nn.transformer import DecoderState, Transformer, TransformerDecoder, TransformerEncoder
@@ -18,6 +18,7 @@ from graphattn.nn.transformer_layers import TransformerDecoderLayer, Transformer
 
 __all__ = [
     "GraphMultiheadAttention", "BACKENDS", "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
-    "TransformerDecoder", "Transformer", "DecoderState", "GraphTransformer", "GraphTransformerLayer", "LearnedSpan",
+    "TransformerDecoder", "Transformer", "DecoderState", "GraphTransformer", "GraphTransformerLayer", "GraphState",
+    "LearnedSpan",
     "positional_encoding", "relative_positions", "relative_position_buckets", "RelativePositionBias", "CausalLM",
 ]

@@ -16,7 +16,7 @@ learned states through the blocks, and are removed before the head.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -34,11 +34,44 @@ from graphattn.utils.checks import check_choice, check_int, eager_only
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GraphTransformer", "GraphTransformerLayer", "POOLS", "TASKS"]
+__all__ = ["GraphTransformer", "GraphTransformerLayer", "GraphState", "positional_features", "POOLS", "TASKS"]
 
 POOLS = {"mean": global_mean_pool, "add": global_add_pool, "max": global_max_pool}
 TASKS = ("node", "graph")
 DENSE = P.dense()
+
+
+class GraphState(NamedTuple):
+    """What flows between the stages of :class:`GraphTransformer` (``embed -> blocks -> readout``)."""
+
+    h: Tensor  # [N + B K, C]: the real nodes' states, then the K virtual nodes of each graph
+    vn: Optional[Tensor]  # [B, C] per-graph virtual_node state (virtual_node=True), else None
+    batch: Tensor  # [N] graph of each real node
+    ptr: Tensor  # [B + 1] node offsets of the graphs
+    num_nodes: int  # N, the real nodes
+    edge_index: Tensor  # [2, E] the graph's edges (the local layer's)
+    edge_h: Optional[Tensor]  # [E, C] encoded edge features
+    pairs: Optional[Tensor]  # [2, E_p] attention pairs, virtual ones included (None: not built)
+    pair_attr: Optional[Tensor]  # [E_p, C] the encoded features of each pair's graph edge, zero elsewhere
+    buckets: Optional[Tensor]  # [E_p] shortest-path bucket of each pair
+    dense_ptr: Optional[Tensor]  # ptr where the dense kernel computes the (dense) pairs, else None
+
+
+def positional_features(data, pe: str, pe_dim: int, batch: Tensor, num_graphs: int, flip_signs: bool) -> Tensor:
+    r"""The positional encoding a model reads from ``data`` (:data:`~graphattn.transforms.PE_ATTRS`),
+    checked, :math:`(N, \text{pe\_dim})`; Laplacian eigenvectors are defined up to sign, so with
+    ``flip_signs`` (in training) each one is flipped at random, per graph."""
+    attr = PE_ATTRS[pe]
+    value = getattr(data, attr, None)
+    if value is None:
+        raise ValueError(f"pe={pe!r} reads data.{attr} [N, {pe_dim}]: add it with "
+                         f"graphattn.transforms.positional_encoding_transform({pe!r}, {pe_dim})")
+    if not isinstance(value, Tensor) or value.dim() != 2 or value.size(1) != pe_dim:
+        raise ValueError(f"data.{attr} must have shape [N, pe_dim={pe_dim}], got {tuple(getattr(value, 'shape', ()))}")
+    if pe == "laplacian" and flip_signs:
+        sign = torch.randint(0, 2, (num_graphs, pe_dim), device=value.device) * 2 - 1
+        value = value * sign[batch]
+    return value
 
 
 class GraphTransformerLayer(nn.Module):
@@ -172,6 +205,13 @@ class GraphTransformer(nn.Module):
     features (as GraphGPS's does not). ``virtual_node=True`` adds a per-graph node state that is
     added to every node before each block and updated from the sum of the graph's nodes after it.
 
+    The forward is three public stages, ``readout(blocks(embed(data)))``, which the helpers that
+    need the model's pieces reuse (layer-wise inference over chunks of a large graph, explainers):
+    :meth:`embed` encodes nodes, positional encodings and edges and reads the attention pairs
+    into a :class:`GraphState`; :meth:`blocks` runs the blocks (each :meth:`block_input`, the
+    layer, :meth:`after_block`); :meth:`readout` drops the virtual nodes, normalises, pools
+    for graph tasks and applies the head.
+
     Args:
         in_channels (int): node feature size (``data.x`` is float ``[N, in_channels]``).
         hidden_channels (int): width of the blocks.
@@ -287,21 +327,6 @@ class GraphTransformer(nn.Module):
                 net[0].reset_parameters()
                 net[3].reset_parameters()
 
-    def _positional_encoding(self, data, batch: Tensor, num_graphs: int) -> Tensor:
-        attr = PE_ATTRS[self.pe]
-        pe = getattr(data, attr, None)
-        if pe is None:
-            raise ValueError(f"pe={self.pe!r} reads data.{attr} [N, {self.pe_dim}]: add it with "
-                             f"graphattn.transforms.positional_encoding_transform({self.pe!r}, {self.pe_dim})")
-        if pe.dim() != 2 or pe.size(1) != self.pe_dim:
-            raise ValueError(f"data.{attr} must have shape [N, pe_dim={self.pe_dim}], got {tuple(pe.shape)}")
-        pe = pe.to(self.pe_encoder.weight.dtype)
-        if self.pe == "laplacian" and self.training:
-            # Eigenvectors are defined up to sign: flip each one at random, per graph.
-            sign = torch.randint(0, 2, (num_graphs, self.pe_dim), device=pe.device) * 2 - 1
-            pe = pe * sign[batch]
-        return self.pe_encoder(pe)
-
     def _check_data(self, data) -> Optional[Tensor]:
         x = data.x
         if x is None or not x.is_floating_point() or x.dim() != 2 or x.size(1) != self.in_channels:
@@ -354,37 +379,79 @@ class GraphTransformer(nn.Module):
                 pair_attr = pair_attr.new_zeros(pairs.size(1), pair_attr.size(1)).index_copy(0, position, pair_attr)
         return pairs, pair_attr, buckets
 
-    def forward(self, data, return_attention_weights: bool = False):
+    # ------------------------------------------------------------------------- stages
+
+    def embed(self, data, pairs: bool = True) -> GraphState:
+        """Stage 1: the checked inputs as a :class:`GraphState`: encoded nodes (plus positional
+        encoding; the learned states of the pattern's virtual nodes appended), encoded edges and,
+        with ``pairs=True``, the attention pairs of the batch (from ``model.transform``'s fields).
+        Layer-wise inference takes ``pairs=False`` and builds the pairs of each chunk itself."""
         edge_attr = self._check_data(data)
-        edge_index = data.edge_index
         batch, ptr = graph_layout(data)
         num_graphs, num_nodes = ptr.numel() - 1, data.x.size(0)
         h = self.node_encoder(data.x)
         if self.pe_encoder is not None:
-            h = h + self._positional_encoding(data, batch, num_graphs)
+            pe = positional_features(data, self.pe, self.pe_dim, batch, num_graphs, flip_signs=self.training)
+            h = h + self.pe_encoder(pe.to(h.dtype))
         edge_h = self.edge_encoder(edge_attr.to(h.dtype)) if edge_attr is not None else None
-        pairs, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h if self.pair_features else None)
-        # Traced code keeps the pairs: the dense kernel would rebuild them from ptr, a data-dependent size.
-        dense_kernel = self.dense_kernel and eager_only()
         if self.virtual_states is not None:  # example b's virtual nodes are rows N + b k .. N + b k + k - 1
             h = torch.cat([h, self.virtual_states.weight.repeat(num_graphs, 1)])
         vn = self.virtual_node.weight.expand(num_graphs, -1) if self.virtual_node is not None else None
+        state = GraphState(h, vn, batch, ptr, num_nodes, data.edge_index, edge_h, None, None, None, None)
+        if not pairs:
+            return state
+        pair_index, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h if self.pair_features else None)
+        # Traced code keeps the pairs: the dense kernel would rebuild them from ptr, a data-dependent size.
+        dense_ptr = ptr if self.dense_kernel and eager_only() else None
+        return state._replace(pairs=pair_index, pair_attr=pair_attr, buckets=buckets, dense_ptr=dense_ptr)
+
+    def block_input(self, state: GraphState, i: int) -> Tensor:
+        """The input of block ``i``: ``state.h`` with the per-graph ``virtual_node`` state added
+        to every real node (``state.h`` itself without ``virtual_node=True``)."""
+        if state.vn is None:
+            return state.h
+        n = state.num_nodes
+        return torch.cat([state.h[:n] + state.vn[state.batch], state.h[n:]])
+
+    def after_block(self, state: GraphState, i: int, h: Tensor) -> GraphState:
+        """The state after block ``i`` whose output is ``h``: the ``virtual_node`` state reads
+        the sum of each graph's nodes (before every block but the first)."""
+        vn = state.vn
+        if vn is not None and i < self.num_layers - 1:
+            pooled = global_add_pool(h[:state.num_nodes], state.batch, size=state.ptr.numel() - 1)
+            vn = vn + self.virtual_mlps[i](pooled + vn)
+        return state._replace(h=h, vn=vn)
+
+    def blocks(self, state: GraphState, return_attention_weights: bool = False):
+        """Stage 2: every :class:`GraphTransformerLayer` along ``state.pairs``; returns the final
+        state (and, with ``return_attention_weights=True``, one ``(pairs, alpha)`` a layer)."""
+        if state.pairs is None:
+            raise ValueError("blocks needs the attention pairs: use model.embed(data, pairs=True)")
         weights = []
         for i, layer in enumerate(self.layers):
-            if vn is not None:
-                h = torch.cat([h[:num_nodes] + vn[batch], h[num_nodes:]])
-            h = layer(h, pairs, pair_attr, buckets, edge_index, edge_h, return_attention_weights=return_attention_weights,
-                      ptr=ptr if dense_kernel else None)
+            out = layer(self.block_input(state, i), state.pairs, state.pair_attr, state.buckets, state.edge_index,
+                        state.edge_h, return_attention_weights=return_attention_weights, ptr=state.dense_ptr)
             if return_attention_weights:
-                h, w = h
+                out, w = out
                 weights.append(w)
-            if vn is not None and i < self.num_layers - 1:
-                vn = vn + self.virtual_mlps[i](global_add_pool(h[:num_nodes], batch, size=num_graphs) + vn)
-        h = self.norm(h[:num_nodes])
+            state = self.after_block(state, i, out)
+        return (state, weights) if return_attention_weights else state
+
+    def readout(self, state: GraphState) -> Tensor:
+        """Stage 3: the head on the final real node states (virtual nodes dropped), pooled per
+        graph for graph tasks: :math:`(N, C_{out})` or :math:`(B, C_{out})`."""
+        h = self.norm(state.h[:state.num_nodes])
         if self.task == "graph":
-            h = POOLS[self.pool](h, batch, size=num_graphs)
-        out = self.head(h)
-        return (out, weights) if return_attention_weights else out
+            h = POOLS[self.pool](h, state.batch, size=state.ptr.numel() - 1)
+        return self.head(h)
+
+    def forward(self, data, return_attention_weights: bool = False):
+        """``readout(blocks(embed(data)))``; see the class docstring for shapes."""
+        state = self.blocks(self.embed(data), return_attention_weights=return_attention_weights)
+        if return_attention_weights:
+            state, weights = state
+            return self.readout(state), weights
+        return self.readout(state)
 
     def __repr__(self) -> str:
         local = ", local_mpnn=True" if self.local_mpnn else ""

@@ -83,6 +83,40 @@ def test_layerwise_inference_equals_the_full_forward(graph, pattern, kwargs):
         layerwise_inference(GNNBaseline(8, 16, 4, 2, "sage"), data)
 
 
+class _Shifted(GraphTransformer):
+    """A model whose stages differ from GraphTransformer's: a helper that copies the forward
+    instead of calling the stages would miss the changes."""
+
+    def embed(self, data, pairs=True):
+        state = super().embed(data, pairs)
+        return state._replace(h=state.h + 0.5)
+
+    def after_block(self, state, i, h):
+        return super().after_block(state, i, 0.9 * h)
+
+    def readout(self, state):
+        return super().readout(state).flip(-1)
+
+
+@pytest.mark.parametrize("pattern,kwargs", [
+    ("khop:2|virtual:1", {"virtual_node": True, "pe": "random_walk", "pe_dim": 3, "edge_dim": 2}),
+    ("graph", {"local_mpnn": True, "edge_dim": 2, "virtual_node": True}),
+], ids=["khop-virtual-pe-edges", "gps-local-virtual-node"])
+def test_layerwise_inference_reuses_the_models_stages(graph, pattern, kwargs):
+    data = positional_encoding_transform("random_walk", 3)(graph.clone())
+    data.edge_attr = torch.randn(data.edge_index.size(1), 2)
+    for cls in (GraphTransformer, _Shifted):
+        torch.manual_seed(0)
+        model = cls(8, 16, 4, 3, 2, pattern=pattern, max_distance=2, **kwargs).eval()
+        expected = model(model.structure(data.clone()))
+        state = model.blocks(model.embed(model.structure(data.clone())))
+        torch.testing.assert_close(model.readout(state), expected)  # forward is the stages' composition
+        torch.testing.assert_close(layerwise_inference(model, data, chunk_size=50), expected, atol=1e-5, rtol=1e-5)
+    del data.edge_attr
+    with pytest.raises(ValueError, match="edge_attr"):  # embed's own checks run
+        layerwise_inference(model, data)
+
+
 @pytest.mark.parametrize("make,margin", [
     (lambda: GraphTransformer(8, 32, 4, 2, 4, pattern="graph|expander:4:0|virtual:1", max_distance=2), 0.1),
     (lambda: GlobalBaseline(8, 32, 4, 2, "polynormer"), 0.05),
