@@ -17,7 +17,7 @@ from graphattn.transforms import PE_ATTRS
 from graphattn.utils.batch import graph_layout
 from graphattn.utils.checks import check_choice, check_int
 
-__all__ = ["BASELINES", "GNNBaseline", "GLOBAL_BASELINES", "GlobalBaseline", "RESIDUAL_GNNS", "ResidualGNN"]
+__all__ = ["BASELINES", "GNNBaseline", "GLOBAL_BASELINES", "GlobalBaseline", "RESIDUAL_GNNS", "ResidualGNN", "AttentiveFPModel"]
 
 #: the PyG layers :class:`GNNBaseline` wraps
 BASELINES = {"gcn": "GCNConv", "sage": "SAGEConv", "gatv2": "GATv2Conv", "transformer": "TransformerConv",
@@ -288,3 +288,39 @@ class ResidualGNN(nn.Module):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.in_channels}, {self.hidden_channels}, {self.out_channels}, "
                 f"num_layers={self.num_layers}, conv={self.conv!r})")
+
+
+class AttentiveFPModel(nn.Module):
+    r"""PyG's :class:`~torch_geometric.nn.models.AttentiveFP` (Xiong et al., 2020) on a ``Batch`` of
+    molecules: graph attention over bonds (with their features), then ``num_timesteps`` GRU steps of
+    attention from a super node to the atoms.
+
+    Args:
+        in_channels (int): atom feature size.
+        hidden_channels (int): width.
+        out_channels (int): targets.
+        edge_dim (int): bond feature size.
+        num_layers (int, optional): atom-level layers. (default: :obj:`2`)
+        num_timesteps (int, optional): molecule-level steps. (default: :obj:`2`)
+        dropout (float, optional): dropout. (default: :obj:`0.0`)
+
+    Shapes:
+        - **input:** a ``Batch`` with ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`,
+          ``edge_attr`` :math:`(E, D_e)`, ``batch`` :math:`(N)`
+        - **output:** :math:`(B, C_{out})`
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, edge_dim: int,
+                 num_layers: int = 2, num_timesteps: int = 2, dropout: float = 0.0):
+        super().__init__()
+        from torch_geometric.nn.models import AttentiveFP
+
+        self.model = AttentiveFP(in_channels, hidden_channels, out_channels, edge_dim, num_layers, num_timesteps,
+                                 dropout)
+
+    def reset_parameters(self) -> None:
+        self.model.reset_parameters()
+
+    def forward(self, data) -> Tensor:
+        batch, _ = graph_layout(data)
+        return self.model(data.x, data.edge_index, data.edge_attr.to(data.x.dtype), batch)
