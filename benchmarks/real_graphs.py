@@ -48,9 +48,9 @@ PUBLISHED = {
     "BBBP": {"gcn": 0.63, "gat": 0.68, "attentivefp": 0.71},
     "BACE": {"gcn": 0.84, "gat": 0.84, "attentivefp": 0.73},
 }
-HETERO_MODELS = ("gcn", "sage", "gat", "gat-sep", "graphattn")
-MODELS = {**{name: HETERO_MODELS for name in NODE_SETS[:3]}, "cora": ("gcn", "gat", "graphattn"),
-          **{name: ("gcn", "gat", "attentivefp", "graphattn", "graphattn-gps") for name in MOLECULE_SETS}}
+HETERO_MODELS = ("gcn", "sage", "gat", "gat-sep", "graphattn", "graphattn-sigmoid")
+MODELS = {**{name: HETERO_MODELS for name in NODE_SETS[:3]}, "cora": ("gcn", "gat", "graphattn", "graphattn-sigmoid"),
+          **{name: ("gcn", "gat", "attentivefp", "graphattn", "graphattn-gps", "graphattn-gps-edges") for name in MOLECULE_SETS}}
 # What changed against the published protocols, for 2 CPU cores: see docs/real_graphs.md.
 PROTOCOLS = {
     "hetero": {"width": 64, "layers": 3, "steps": 200, "lr": 1e-3, "dropout": 0.2, "splits": 3},
@@ -64,8 +64,9 @@ def node_model(name: str, conv: str, data, proto: dict):
     """The model of one row, and the data it reads (graphattn's with its precomputed attention pairs)."""
     binary = name == "minesweeper"
     out = 1 if binary else int(data.y.max()) + 1
-    if conv == "graphattn":
-        model = GraphTransformer(data.num_features, proto.get("width", 64), out, task="node")
+    if conv.startswith("graphattn"):  # "-sigmoid": attention weights that sum over the neighbours (can count)
+        kwargs = {"attn_kwargs": {"normalization": "sigmoid"}} if conv == "graphattn-sigmoid" else {}
+        model = GraphTransformer(data.num_features, proto.get("width", 64), out, task="node", **kwargs)
         return model, model.transform(data.clone())
     if name == "cora":
         return PlanetoidNet(data.num_features, out, conv), data
@@ -105,7 +106,7 @@ def run_node(name: str, conv: str, data_dir, quick: bool) -> list[dict]:
         data = NormalizeFeatures()(data)
         proto = PROTOCOLS["cora"]
         lr, wd = (0.01, 5e-4) if conv == "gcn" else (0.005, 5e-4)
-        if conv == "graphattn":
+        if conv.startswith("graphattn"):
             lr, wd = 1e-3, 5e-4
         for seed in range(QUICK["seeds"] if quick else proto["seeds"]):
             torch.manual_seed(seed)
@@ -135,7 +136,8 @@ def molecule_model(conv: str, proto: dict):
         return AttentiveFPModel(ATOM_DIM, w, 1, BOND_DIM, num_layers=layers, dropout=0.1)
     if conv == "graphattn":
         return GraphTransformer(ATOM_DIM, w, 1, edge_dim=BOND_DIM, task="graph")
-    return GraphTransformer(ATOM_DIM, w, 1, edge_dim=BOND_DIM, task="graph", pattern="dense", local_mpnn=True)
+    return GraphTransformer(ATOM_DIM, w, 1, edge_dim=BOND_DIM, task="graph", pattern="dense", local_mpnn=True,
+                            edge_attention=conv == "graphattn-gps-edges")
 
 
 def run_molecules(name: str, conv: str, data_dir, quick: bool) -> list[dict]:
@@ -177,7 +179,9 @@ UNITS = {"minesweeper": "ROC-AUC %", "chameleon_filtered": "accuracy %", "squirr
          "cora": "accuracy %", "Lipo": "RMSE (lower is better)", "BBBP": "ROC-AUC", "BACE": "ROC-AUC"}
 LABELS = {"gcn": "GCN", "sage": "SAGE", "gat": "GAT", "gat-sep": "GAT-sep", "gt-sep": "GT-sep",
           "attentivefp": "AttentiveFP", "graphattn": "graphattn GraphTransformer (defaults)",
-          "graphattn-gps": "graphattn GPS (`pattern=\"dense\", local_mpnn=True`)"}
+          "graphattn-sigmoid": "graphattn, `attn_kwargs={\"normalization\": \"sigmoid\"}`",
+          "graphattn-gps": "graphattn GPS (`pattern=\"dense\", local_mpnn=True`): bonds in the local layer only",
+          "graphattn-gps-edges": "graphattn GPS, `edge_attention=True`: bonds in the local layer and the attention"}
 
 
 def table(name: str, rows: dict) -> list[str]:
