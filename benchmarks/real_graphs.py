@@ -240,15 +240,16 @@ def main() -> None:
     parser.add_argument("--results", default=None, help="JSON of every row (default: docs/real_graphs.json; --quick: none)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --results")
     parser.add_argument("--sets", nargs="*", default=None, help="data sets to run (default: all seven)")
+    parser.add_argument("--render", action="store_true", help="only rewrite the tables from --results (trains nothing)")
     parser.add_argument("--one", nargs=2, metavar=("SET", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.one:
         print(json.dumps(run_one(*args.one, args.data, args.quick)))
         return
-    sets = args.sets or (QUICK["sets"] if args.quick else NODE_SETS + MOLECULE_SETS)
+    sets = [] if args.render else args.sets or (QUICK["sets"] if args.quick else NODE_SETS + MOLECULE_SETS)
     store = Path(args.results) if args.results else None if args.quick else ROOT / "docs" / "real_graphs.json"
-    done_rows = json.loads(store.read_text()) if args.resume and store is not None and store.is_file() else {}
+    done_rows = json.loads(store.read_text()) if (args.resume or args.render) and store is not None and store.is_file() else {}
     lines = []
     for name in sets:
         rows = done_rows.setdefault(name, {})
