@@ -12,7 +12,8 @@ Every model of a data set trains with the same loop, features and splits, one th
 
 The protocols (``PROTOCOLS``) are shorter than the published ones, which 2 shared CPU cores
 cannot run in time; docs/real_graphs.md states every difference. ``--quick`` runs minesweeper,
-Cora and BACE with fewer splits, seeds and steps (a few minutes) and says so in its output.
+Cora and BACE with fewer splits, seeds and steps and says so in its output; ``--render`` rewrites
+the doc's tables from the kept rows without training.
 """
 from __future__ import annotations
 
