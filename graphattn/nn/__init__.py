@@ -3,7 +3,8 @@ r"""Layers: :class:`GraphMultiheadAttention` and what is built from it.
 * ``attention.py``: :class:`GraphMultiheadAttention`, one multi-head attention layer for every pattern.
 * ``transformer_layers.py``, ``transformer.py``: the Transformer of "Attention Is All You Need",
   equal to ``torch.nn.Transformer`` with the same weights.
-* ``graph_transformer.py``: :class:`GraphTransformer` for node and graph tasks.
+* ``graph_transformer.py``: :class:`GraphTransformer` for node and graph tasks, in stages
+  (``embed -> blocks -> readout``); ``graph_inputs.py``: what the stages pass along.
 * ``span.py``: :class:`LearnedSpan`, a per-head learned attention span.
 * ``positional.py``: sinusoidal encodings and relative-position biases on path graphs.
 * ``mlp.py``: the small perceptron the graph blocks share.

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import degree
 
-from graphattn.nn.pairs import (Pairs, as_band, as_edge_index, band_has_key, check_key_value, check_node_inputs,
-                               graph_edges_first, pattern_layout, sorted_edges)
+from graphattn.nn.pairs import (Pairs, as_band, as_edge_index, band_has_key, check_edge_terms, check_key_value,
+                               check_node_inputs, graph_edges_first, pattern_layout, sorted_edges)
 from graphattn.ops import (NORMALIZATIONS, CSRLayout, dense_attention, edge_attention, flex_attention, flex_available,
                            gathers_messages, keep_transpose, normalize, window_attention)
 from graphattn.patterns import Pattern, as_pattern
@@ -242,6 +242,9 @@ class GraphMultiheadAttention(MessagePassing):
             # Graph edges scatter over FlexAttention's 128 x 128 tiles (to be confirmed on a GPU).
             why_not_flex = flex_cannot or f"{pattern!r} is a graph pattern, whose edges fill few 128 x 128 tiles"
             return ("window" if window_ok else "edges"), why_not_flex
+        if pattern is None and self.backend != "edges":
+            raise ValueError(f"backend {self.backend!r} computes a pattern (pattern= with ptr), not an explicit "
+                             "edge_index: give the pattern, or use backend='edges' or 'auto' for a list of edges")
         if self.backend == "dense" and not dense_ok:
             raise ValueError(f"backend 'dense' cannot compute {pattern!r}: {why or 'it is not dense or causal'}")
         if self.backend == "window" and not window_ok:
@@ -332,9 +335,9 @@ class GraphMultiheadAttention(MessagePassing):
     def _check_inputs(self, x, value, key_value) -> tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
         """``(x_key, x_query, value)``; with ``key_value`` the projected keys are checked instead."""
         if key_value is not None:
-            check_key_value(x, key_value, self.embed_dim, self.num_heads, self.head_dim)
+            check_key_value(x, key_value, self.embed_dim, self.num_heads, self.head_dim, self.out_proj.weight.dtype)
             return None, x, None
-        return check_node_inputs(x, value, self.embed_dim, self.kdim, self.vdim)
+        return check_node_inputs(x, value, self.embed_dim, self.kdim, self.vdim, self.out_proj.weight.dtype)
 
     def _pairs(self, edge_index, pattern, ptr, key_ptr, sizes, is_self, needs_edges,
                wants_pairs) -> tuple[Pairs, Optional[Pattern]]:
@@ -370,18 +373,12 @@ class GraphMultiheadAttention(MessagePassing):
     def _edge_terms(self, edge_attr, attn_bias, pairs: Pairs) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """The score bias ``[E, H]`` and edge features ``[E, edge_dim]``, both in sorted edge order."""
         num_edges = None if pairs.edge_index is None else pairs.edge_index.size(1)
+        check_edge_terms(edge_attr, attn_bias, num_edges, self.edge_dim, self.num_heads, self.out_proj.weight.dtype)
         bias = None
         if edge_attr is not None:
-            if not isinstance(edge_attr, Tensor) or edge_attr.dim() != 2 or edge_attr.size(1) != self.edge_dim:
-                raise ValueError(f"edge_attr must have shape [E, {self.edge_dim}], got {tuple(getattr(edge_attr, 'shape', ()))}")
-            if edge_attr.size(0) != num_edges:
-                raise ValueError(f"edge_attr must have one row per attended pair ({num_edges}), got {edge_attr.size(0)}")
             edge_attr = edge_attr if pairs.order is None else edge_attr[pairs.order]
             bias = self.lin_edge(edge_attr)
         if attn_bias is not None:
-            if not isinstance(attn_bias, Tensor) or tuple(attn_bias.shape) != (num_edges, self.num_heads):
-                raise ValueError(f"attn_bias must have shape [E, num_heads] = [{num_edges}, {self.num_heads}], "
-                                 f"got {tuple(getattr(attn_bias, 'shape', ()))}")
             attn_bias = attn_bias if pairs.order is None else attn_bias[pairs.order]
             bias = attn_bias if bias is None else bias + attn_bias
         return bias, edge_attr

@@ -16,7 +16,7 @@ learned states through the blocks, and are removed before the head.
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -25,12 +25,13 @@ from torch_geometric.transforms import BaseTransform, Compose
 
 from graphattn import patterns as P
 from graphattn.nn.attention import GraphMultiheadAttention
+from graphattn.nn.graph_inputs import GraphState, as_graph_data, edges_first, positional_features
 from graphattn.nn.mlp import mlp
 from graphattn.patterns.virtual import virtual_pairs
 from graphattn.transforms import PE_ATTRS, GraphStructure, positional_encoding_transform
-from graphattn.transforms.structure import gather_edge_attr, pair_edge_ids_of_batch
+from graphattn.transforms.structure import check_fingerprint, gather_edge_attr, pair_edge_ids, pair_edge_ids_of_batch
 from graphattn.utils.batch import graph_layout
-from graphattn.utils.checks import check_choice, check_int, eager_only
+from graphattn.utils.checks import check_choice, check_dtype, check_edge_index, check_int, eager_only
 
 log = logging.getLogger(__name__)
 
@@ -39,39 +40,6 @@ __all__ = ["GraphTransformer", "GraphTransformerLayer", "GraphState", "positiona
 POOLS = {"mean": global_mean_pool, "add": global_add_pool, "max": global_max_pool}
 TASKS = ("node", "graph")
 DENSE = P.dense()
-
-
-class GraphState(NamedTuple):
-    """What flows between the stages of :class:`GraphTransformer` (``embed -> blocks -> readout``)."""
-
-    h: Tensor  # [N + B K, C]: the real nodes' states, then the K virtual nodes of each graph
-    vn: Optional[Tensor]  # [B, C] per-graph virtual_node state (virtual_node=True), else None
-    batch: Tensor  # [N] graph of each real node
-    ptr: Tensor  # [B + 1] node offsets of the graphs
-    num_nodes: int  # N, the real nodes
-    edge_index: Tensor  # [2, E] the graph's edges (the local layer's)
-    edge_h: Optional[Tensor]  # [E, C] encoded edge features
-    pairs: Optional[Tensor]  # [2, E_p] attention pairs, virtual ones included (None: not built)
-    pair_attr: Optional[Tensor]  # [E_p, C] the encoded features of each pair's graph edge, zero elsewhere
-    buckets: Optional[Tensor]  # [E_p] shortest-path bucket of each pair
-    dense_ptr: Optional[Tensor]  # ptr where the dense kernel computes the (dense) pairs, else None
-
-
-def positional_features(data, pe: str, pe_dim: int, batch: Tensor, num_graphs: int, flip_signs: bool) -> Tensor:
-    r"""The positional encoding a model reads from ``data`` (:data:`~graphattn.transforms.PE_ATTRS`),
-    checked, :math:`(N, \text{pe\_dim})`; Laplacian eigenvectors are defined up to sign, so with
-    ``flip_signs`` (in training) each one is flipped at random, per graph."""
-    attr = PE_ATTRS[pe]
-    value = getattr(data, attr, None)
-    if value is None:
-        raise ValueError(f"pe={pe!r} reads data.{attr} [N, {pe_dim}]: add it with "
-                         f"graphattn.transforms.positional_encoding_transform({pe!r}, {pe_dim})")
-    if not isinstance(value, Tensor) or value.dim() != 2 or value.size(1) != pe_dim:
-        raise ValueError(f"data.{attr} must have shape [N, pe_dim={pe_dim}], got {tuple(getattr(value, 'shape', ()))}")
-    if pe == "laplacian" and flip_signs:
-        sign = torch.randint(0, 2, (num_graphs, pe_dim), device=value.device) * 2 - 1
-        value = value * sign[batch]
-    return value
 
 
 class GraphTransformerLayer(nn.Module):
@@ -212,6 +180,17 @@ class GraphTransformer(nn.Module):
     layer, :meth:`after_block`); :meth:`readout` drops the virtual nodes, normalises, pools
     for graph tasks and applies the head.
 
+    PyG's ``Explainer`` calls ``model(x, edge_index, **kwargs)``, which ``forward`` accepts
+    (other fields by their ``Data`` names: ``edge_attr``, the positional encoding, ``batch``).
+    GNNExplainer's edge mask (``edge_mask_type="object"``) and AttentionExplainer then act on and
+    report the graph's edges, length ``E``, for any pattern that attends every edge: while they
+    run, each layer attends the pattern's pairs with the graph's edges first
+    (:func:`~graphattn.nn.graph_inputs.edges_first`) through the edges kernel, and the other pairs
+    (self loops, k-hop, virtual) keep their messages; a pattern that misses edges (``window:1`` on
+    a graph) or parallel edges are refused. PyG's hard masks count one hop a message-passing layer,
+    so for a node on ``khop:k`` AttentionExplainer zeroes edges that attention reaches in more hops;
+    GNNExplainer's follow the gradient.
+
     Args:
         in_channels (int): node feature size (``data.x`` is float ``[N, in_channels]``).
         hidden_channels (int): width of the blocks.
@@ -334,12 +313,27 @@ class GraphTransformer(nn.Module):
                 net[3].reset_parameters()
 
     def _check_data(self, data) -> Optional[Tensor]:
-        x = data.x
-        if x is None or not x.is_floating_point() or x.dim() != 2 or x.size(1) != self.in_channels:
-            raise ValueError(f"data.x must be a float tensor [N, {self.in_channels}], got {getattr(x, 'shape', None)}")
-        edge_attr = getattr(data, "edge_attr", None) if self.edge_encoder is not None else None
-        if self.edge_encoder is not None and edge_attr is None:
+        """``data.edge_attr`` (None without ``edge_dim``) after checking what the model reads."""
+        x = getattr(data, "x", None)
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != self.in_channels:
+            raise ValueError(f"data.x must be a float tensor [N, {self.in_channels}], got {getattr(x, 'shape', x)}")
+        if not x.is_floating_point():
+            raise TypeError(f"data.x must be a float tensor [N, {self.in_channels}], got dtype {x.dtype}")
+        check_dtype("data.x", x, self.node_encoder.weight.dtype, "the model's parameters")
+        edge_index = check_edge_index(getattr(data, "edge_index", None), "data.edge_index", x.size(0), x.size(0),
+                                      " (the rows of data.x)")
+        if self.edge_encoder is None:
+            return None
+        edge_attr = getattr(data, "edge_attr", None)
+        if edge_attr is None:
             raise ValueError(f"the model has edge_dim={self.edge_dim}: data.edge_attr [E, {self.edge_dim}] is missing")
+        expected = (edge_index.size(1), self.edge_dim)
+        if not isinstance(edge_attr, Tensor) or tuple(edge_attr.shape) != expected:
+            raise ValueError(f"data.edge_attr must have shape [E, edge_dim] = [{expected[0]}, {expected[1]}] (one row "
+                             f"per edge of data.edge_index), got {tuple(getattr(edge_attr, 'shape', ())) or edge_attr}")
+        if edge_attr.is_complex():
+            raise TypeError(f"data.edge_attr must hold real numbers (cast to the model's dtype), "
+                            f"got dtype {edge_attr.dtype}")
         return edge_attr
 
     @property
@@ -349,7 +343,7 @@ class GraphTransformer(nn.Module):
             return self.structure
         return Compose([positional_encoding_transform(self.pe, self.pe_dim), self.structure])
 
-    def _fields(self, data) -> dict:
+    def _fields(self, data, ptr: Tensor, batch: Tensor) -> dict:
         """The structure fields of ``data``, computed here (with a one-time warning) if missing."""
         spec = getattr(data, "pair_spec", None)
         if spec is None:
@@ -363,19 +357,25 @@ class GraphTransformer(nn.Module):
         if specs != {self.structure.spec}:
             raise ValueError(f"the data's pairs were computed for {sorted(specs)}, the model attends "
                              f"{self.structure.spec!r}: apply this model's model.transform to the data")
-        if self.pair_features and getattr(data, "pair_edge", None) is None:
+        pair_edge = getattr(data, "pair_edge", None)
+        if self.pair_features and pair_edge is None:
             raise ValueError("the model has edge_dim but data.pair_edge is missing: apply model.transform "
                              "(GraphStructure(edge_ids=True)) to the data")
-        return {"pair_index": data.pair_index, "pair_bucket": data.pair_bucket,
-                "pair_edge": getattr(data, "pair_edge", None)}
+        # The edges' order counts where the transform stored pair_edge (columns of edge_index).
+        check_fingerprint(getattr(data, "pair_fingerprint", None), data.edge_index, ptr, batch, pair_edge is not None)
+        return {"pair_index": data.pair_index, "pair_bucket": data.pair_bucket, "pair_edge": pair_edge}
 
-    def _pairs(self, data, ptr: Tensor, batch: Tensor, edge_h: Optional[Tensor]):
-        """``(pairs, pair_attr, buckets)`` on the real nodes, then on the virtual ones too."""
-        fields = self._fields(data)
+    def _pairs(self, data, ptr: Tensor, batch: Tensor, edge_h: Optional[Tensor], explaining: bool = False):
+        """``(pairs, pair_attr, buckets)`` on the real nodes, then on the virtual ones too; while
+        PyG's explainers run, the graph's edges come first (:func:`edges_first`)."""
+        fields = self._fields(data, ptr, batch)
         pairs, buckets = fields["pair_index"], fields["pair_bucket"].long()
-        pair_attr = None
-        if edge_h is not None:
+        pair_attr = ids = None
+        if edge_h is not None or (explaining and fields.get("pair_edge") is not None):
             ids = pair_edge_ids_of_batch(fields["pair_edge"], pairs, data.edge_index, ptr, batch)
+        elif explaining:  # a model without edge features stores no pair -> edge map: search it
+            ids = pair_edge_ids(data.edge_index, pairs, data.x.size(0))
+        if edge_h is not None:
             pair_attr = gather_edge_attr(edge_h, ids)
         if self.num_virtual:
             pairs, position = virtual_pairs(ptr, self.num_virtual, pairs)
@@ -383,7 +383,19 @@ class GraphTransformer(nn.Module):
             buckets = buckets.new_full((pairs.size(1),), virtual_bucket).index_copy_(0, position, buckets)
             if pair_attr is not None:
                 pair_attr = pair_attr.new_zeros(pairs.size(1), pair_attr.size(1)).index_copy(0, position, pair_attr)
+            if ids is not None:
+                ids = ids.new_full((pairs.size(1),), -1).index_copy_(0, position, ids)
+        if explaining:
+            order = edges_first(ids, data.edge_index, str(self.pattern))
+            pairs, buckets = pairs[:, order], buckets[order]
+            pair_attr = pair_attr[order] if pair_attr is not None else None
         return pairs, pair_attr, buckets
+
+    @property
+    def explaining(self) -> bool:
+        """Whether a PyG explainer is at work on an attention layer (an edge mask or message hooks
+        set): the pairs then list the graph's edges first and take the edges kernel."""
+        return any(layer.attn.explaining for layer in self.layers)
 
     # ------------------------------------------------------------------------- stages
 
@@ -406,9 +418,11 @@ class GraphTransformer(nn.Module):
         state = GraphState(h, vn, batch, ptr, num_nodes, data.edge_index, edge_h, None, None, None, None)
         if not pairs:
             return state
-        pair_index, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h if self.pair_features else None)
+        explaining = self.explaining
+        pair_index, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h if self.pair_features else None,
+                                                     explaining)
         # Traced code keeps the pairs: the dense kernel would rebuild them from ptr, a data-dependent size.
-        dense_ptr = ptr if self.dense_kernel and eager_only() else None
+        dense_ptr = ptr if self.dense_kernel and eager_only() and not explaining else None
         return state._replace(pairs=pair_index, pair_attr=pair_attr, buckets=buckets, dense_ptr=dense_ptr)
 
     def block_input(self, state: GraphState, i: int) -> Tensor:
@@ -451,8 +465,12 @@ class GraphTransformer(nn.Module):
             h = POOLS[self.pool](h, state.batch, size=state.ptr.numel() - 1)
         return self.head(h)
 
-    def forward(self, data, return_attention_weights: bool = False):
-        """``readout(blocks(embed(data)))``; see the class docstring for shapes."""
+    def forward(self, data, edge_index: Optional[Tensor] = None, edge_attr: Optional[Tensor] = None, *,
+                batch: Optional[Tensor] = None, return_attention_weights: bool = False, **fields):
+        """``readout(blocks(embed(data)))`` of a ``Data``/``Batch``; PyG's call form
+        ``model(x, edge_index, edge_attr, batch=..., **fields)`` (other fields, such as a positional
+        encoding, by their ``Data`` names) is what PyG's ``Explainer`` uses. Shapes: see the class."""
+        data = as_graph_data(data, edge_index, edge_attr, batch, fields)
         state = self.blocks(self.embed(data), return_attention_weights=return_attention_weights)
         if return_attention_weights:
             state, weights = state

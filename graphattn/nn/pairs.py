@@ -13,11 +13,11 @@ from torch_geometric import EdgeIndex
 
 from graphattn.patterns import Band, Cross, Pattern
 from graphattn.utils.batch import ptr_to_batch
-from graphattn.utils.checks import check_ptr, eager_only
+from graphattn.utils.checks import check_dtype, check_ptr, eager_only
 from graphattn.utils.edges import edge_keys, sorted_isin
 
 __all__ = ["Pairs", "as_band", "as_edge_index", "graph_edges_first", "sorted_edges", "pattern_layout", "band_has_key",
-           "check_node_inputs", "check_key_value"]
+           "check_node_inputs", "check_key_value", "check_edge_terms"]
 
 
 def as_band(pattern: Optional[Pattern]) -> Optional[Band]:
@@ -111,9 +111,11 @@ def band_has_key(band: Band, ptr: Tensor, key_ptr: Tensor, num_queries: int) -> 
     return hi > torch.minimum(lo, n_key)
 
 
-def check_node_inputs(x, value, embed_dim: int, kdim: int, vdim: int) -> tuple[Tensor, Tensor, Tensor]:
+def check_node_inputs(x, value, embed_dim: int, kdim: int, vdim: int,
+                      dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor, Tensor]:
     """``(x_key [N_k, kdim], x_query [N_q, embed_dim], value [N_k, vdim])`` of ``x`` (a tensor, or a
-    pair ``(x_key, x_query)``) and ``value`` (default: the key inputs), checked."""
+    pair ``(x_key, x_query)``) and ``value`` (default: the key inputs), checked (with ``dtype``:
+    the layer's, which each must have outside autocast)."""
     if isinstance(x, Tensor):
         x_key = x_query = x
     elif isinstance(x, (tuple, list)) and len(x) == 2:
@@ -128,13 +130,17 @@ def check_node_inputs(x, value, embed_dim: int, kdim: int, vdim: int) -> tuple[T
             raise TypeError(f"{name} must be a floating point tensor, got dtype {t.dtype}")
         if t.dim() != 2 or t.size(1) != dim:
             raise ValueError(f"{name} must have shape [N, {dim}], got {tuple(t.shape)}")
+        if dtype is not None:
+            check_dtype("x" if name == "x_query" and x_key is x_query else name, t, dtype)
     if value.size(0) != x_key.size(0):
         raise ValueError(f"value must have one row per key ({x_key.size(0)}), got {value.size(0)}")
     return x_key, x_query, value
 
 
-def check_key_value(x, key_value, embed_dim: int, num_heads: int, head_dim: int) -> None:
-    """Check the query input ``x [N_q, embed_dim]`` and projected ``(keys, values)``, ``[N_k, H, D]`` each."""
+def check_key_value(x, key_value, embed_dim: int, num_heads: int, head_dim: int,
+                    dtype: Optional[torch.dtype] = None) -> None:
+    """Check the query input ``x [N_q, embed_dim]`` and projected ``(keys, values)``, ``[N_k, H, D]``
+    each (with ``dtype``: the layer's, outside autocast)."""
     if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != embed_dim:
         raise ValueError(f"with key_value, x must be the query input [N, {embed_dim}], got {getattr(x, 'shape', type(x))}")
     if not isinstance(key_value, (tuple, list)) or len(key_value) != 2:
@@ -146,3 +152,23 @@ def check_key_value(x, key_value, embed_dim: int, num_heads: int, head_dim: int)
     if key_value[0].size(0) != key_value[1].size(0):
         raise ValueError(f"key_value keys ({key_value[0].size(0)}) and values ({key_value[1].size(0)}) "
                          "must have the same rows")
+    if dtype is not None:
+        for name, t in (("x", x), ("key_value keys", key_value[0]), ("key_value values", key_value[1])):
+            check_dtype(name, t, dtype)
+
+
+def check_edge_terms(edge_attr, attn_bias, num_edges: Optional[int], edge_dim: Optional[int], num_heads: int,
+                     dtype: torch.dtype) -> None:
+    """Check ``edge_attr [E, edge_dim]`` and ``attn_bias [E, num_heads]``: one row per attended
+    pair, and the layer's ``dtype`` (outside autocast)."""
+    if edge_attr is not None:
+        if not isinstance(edge_attr, Tensor) or edge_attr.dim() != 2 or edge_attr.size(1) != edge_dim:
+            raise ValueError(f"edge_attr must have shape [E, {edge_dim}], got {tuple(getattr(edge_attr, 'shape', ()))}")
+        if edge_attr.size(0) != num_edges:
+            raise ValueError(f"edge_attr must have one row per attended pair ({num_edges}), got {edge_attr.size(0)}")
+        check_dtype("edge_attr", edge_attr, dtype)
+    if attn_bias is not None:
+        if not isinstance(attn_bias, Tensor) or tuple(attn_bias.shape) != (num_edges, num_heads):
+            raise ValueError(f"attn_bias must have shape [E, num_heads] = [{num_edges}, {num_heads}], "
+                             f"got {tuple(getattr(attn_bias, 'shape', ()))}")
+        check_dtype("attn_bias", attn_bias, dtype)

@@ -26,8 +26,9 @@ __all__ = ["NORMALIZATIONS", "CSRLayout", "edge_scores", "edge_aggregate", "edge
 NORMALIZATIONS = ("softmax", "relu", "sigmoid")
 #: edges below which a layout keeps its transpose's order for the backward pass (see keep_transpose)
 TRANSPOSE_KEPT_BELOW = 1 << 22
-#: per-edge messages (edges x heads x channels) up to which gathering beats the sparse kernels
-GATHER_AT_MOST = 1 << 20
+#: per-edge messages (edges x heads x channels) up to which gathering beats the sparse kernels:
+#: 6144 edges at 4 heads x 16 channels (measured crossover 6-7k edges; docs/edges_crossover.md)
+GATHER_AT_MOST = 3 << 17
 
 
 class CSRLayout(NamedTuple):
@@ -76,10 +77,14 @@ def keep_transpose(num_edges: int) -> bool:
 def gathers_messages(num_edges: int, heads: int, channels: int) -> bool:
     """Whether :func:`edge_attention` gathers per-edge messages (PyG's gather/scatter) instead of
     running the sparse kernels: in eager mode, for messages of at most :data:`GATHER_AT_MOST`
-    elements (4 MB in fp32). Small batches of molecules spend most of a sparse call on building
-    CSR tensors and looping over heads (1.5-2x slower than gathering at E = 1k); large graphs
-    need the kernels' memory. Traced code always takes the kernels, so that a graph compiled or
-    exported for dynamic sizes has no guard on them."""
+    elements (1.5 MB in fp32). Small batches of molecules spend most of a sparse call on building
+    CSR tensors and looping over heads; past the crossover gathering's ``[E, H, D]`` messages cost
+    more. Through a whole layer at 4 heads x 16 channels, one thread, a training step on the sparse
+    path took 1.1-1.5x gathering's time at 2k-4k edges and about the same at 6-7k; from 8k edges on
+    0.3-0.8x at degree 8, and about the same at degree 3 (``python benchmarks/edges_crossover.py``;
+    docs/edges_crossover.md).
+    Traced code always takes the kernels, so that a graph compiled or exported for dynamic sizes
+    has no guard on them."""
     return eager_only() and num_edges * heads * channels <= GATHER_AT_MOST
 
 
@@ -128,8 +133,10 @@ def _sddmm(layout: CSRLayout, left: Tensor, right: Tensor, scale: float = 1.0) -
         return left.new_zeros(num_edges, heads)
     out = left.new_empty(num_edges, heads)  # every head is written below
     zeros = left.new_zeros(num_edges)
-    # Head by head: 2.6x faster than one batched sampled_addmm at 1M edges on a CPU, which
-    # also needed the CSR indices copied once per head.
+    # Head by head, not one batched sampled_addmm over [H, N, N] (which needs the CSR indices
+    # copied once per head): at 1M edges, 4 heads x 16 channels, one thread, the batched call took
+    # 0.96-2.3x the loop's time over runs, never clearly less; at 16k edges 0.6-0.8x, a fraction of
+    # a millisecond in a 5-20 ms layer (benchmarks/edges_crossover.py, docs/edges_crossover.md).
     for h in range(heads):
         pattern = _csr(layout, zeros, False)
         product = torch.sparse.sampled_addmm(pattern, left[:, h].contiguous(), right[:, h].t(), alpha=scale)

@@ -26,7 +26,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import get_laplacian, to_scipy_sparse_matrix
 
-from graphattn.utils.checks import check_choice, check_float, check_int
+from graphattn.utils.checks import check_choice, check_float, check_graph_data, check_int
 
 __all__ = ["PE_ATTRS", "LaplacianPE", "RandomWalkPE", "positional_encoding_transform"]
 
@@ -65,7 +65,7 @@ class LaplacianPE(BaseTransform):
         self.tol = check_float("tol", tol, 0.0, 1.0)
 
     def forward(self, data: Data) -> Data:
-        n = data.num_nodes
+        n = check_graph_data(data).num_nodes
         k = min(self.k, n - 1)
         pe = torch.zeros(n, self.k)
         if k >= 1:
@@ -128,7 +128,7 @@ class RandomWalkPE(BaseTransform):
         return scipy.sparse.csr_matrix((1.0 / degree[src], (src, dst)), shape=(n, n))
 
     def forward(self, data: Data) -> Data:
-        n, num_edges = data.num_nodes, data.edge_index.size(1)
+        n, num_edges = check_graph_data(data).num_nodes, data.edge_index.size(1)
         if self.method == "sampled":
             pe = self._sampled(data)
         else:

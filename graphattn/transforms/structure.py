@@ -26,14 +26,17 @@ from graphattn.patterns.graph import GraphPattern
 from graphattn.patterns.hops import hop_counts, hop_expansion
 from graphattn.patterns.virtual import split_virtual
 from graphattn.utils.batch import Layout, graph_layout
-from graphattn.utils.checks import check_edge_index, check_int, eager_only
+from graphattn.utils.checks import check_edge_index, check_graph_data, check_int, eager_only
 from graphattn.utils.edges import coalesce_edges, edge_keys
 
 __all__ = ["GraphStructure", "PAIR_ATTRS", "pattern_pairs", "pair_edge_ids", "pair_edge_ids_of_batch",
-           "pattern_edge_attr", "shortest_path_buckets"]
+           "pattern_edge_attr", "shortest_path_buckets", "edge_fingerprint", "check_fingerprint"]
 
 #: the fields :class:`GraphStructure` adds to a ``Data``
-PAIR_ATTRS = ("pair_index", "pair_bucket", "pair_edge", "pair_spec")
+PAIR_ATTRS = ("pair_index", "pair_bucket", "pair_edge", "pair_spec", "pair_fingerprint")
+
+# Odd 63-bit constants of a multiply-xorshift mix (splitmix64's, halved to fit int64).
+_MIX = (0x4F1BBCDCBFA53E0B, 0x3C6EF372FE94F82B, 0x2545F4914F6CDD1D)
 
 
 def pair_edge_ids(edge_index: Tensor, pairs: Tensor, num_nodes: int) -> Tensor:
@@ -183,6 +186,62 @@ def pair_edge_ids_of_batch(pair_edge: Tensor, pairs: Tensor, edge_index: Tensor,
     return ids
 
 
+def edge_fingerprint(edge_index: Tensor, ptr: Tensor, batch: Optional[Tensor] = None,
+                     ordered: bool = True) -> Tensor:
+    r"""A cheap fingerprint of each graph's edges: ``[B, 3]`` int64 rows of (nodes, edges, hash).
+
+    The hash sums a 64-bit mix of every edge's two ends, counted from its graph's first node
+    (and, with ``ordered``, of its position among the graph's edges), so a graph has the same
+    fingerprint alone and in any batch, and PyG's batching stacks the rows of its graphs. It
+    costs a few passes over the edges, no sort; a changed, added, removed or (``ordered``) moved
+    edge changes it except with probability about :math:`2^{-64}`.
+
+    Args:
+        edge_index (LongTensor): :math:`(2, E)`, grouped by graph as in a PyG ``Batch``.
+        ptr (LongTensor): :math:`(B + 1)` node offsets of the graphs.
+        batch (LongTensor, optional): :math:`(N)` graph of each node (default: from ``ptr``).
+        ordered (bool, optional): whether the edges' order counts. (default: :obj:`True`)
+    """
+    layout = Layout.of(ptr)
+    batch = layout.batch if batch is None else batch
+    num_graphs = ptr.numel() - 1
+    graph = batch[edge_index[1]]
+    src, dst = edge_index - ptr[graph]  # ends counted from the graph's first node
+    h = (src * _MIX[0] + dst) * _MIX[1]  # int64 arithmetic wraps around: a hash, not a number
+    if ordered:
+        h = h + torch.arange(edge_index.size(1), device=h.device) - _edge_ptr(batch, num_graphs, edge_index)[graph]
+    h = (h ^ (h >> 31)) * _MIX[2]
+    h = h ^ (h >> 29)
+    out = torch.zeros(num_graphs, 3, dtype=torch.long, device=edge_index.device)
+    out[:, 0] = ptr.diff()
+    out[:, 1] = degree(graph, num_graphs, dtype=torch.long)
+    return out.index_put_((graph, torch.full_like(graph, 2)), h, accumulate=True)
+
+
+def check_fingerprint(fingerprint: Optional[Tensor], edge_index: Tensor, ptr: Tensor, batch: Optional[Tensor] = None,
+                      ordered: bool = True) -> None:
+    """Raise a ``ValueError`` unless ``fingerprint`` (``data.pair_fingerprint``) is that of
+    ``edge_index`` now: pairs computed for other edges would be used without a word. Eager
+    only (it reads values): traced code skips it."""
+    if not eager_only():
+        return
+    if fingerprint is None:
+        raise ValueError("the data has attention pairs but no data.pair_fingerprint (it was prepared by an older "
+                         "graphattn): apply model.transform to it again")
+    now = edge_fingerprint(edge_index, ptr, batch, ordered)
+    fingerprint = fingerprint.reshape(-1, 3)
+    if fingerprint.shape != now.shape:
+        raise ValueError(f"data.pair_fingerprint describes {fingerprint.size(0)} graphs, the batch has "
+                         f"{now.size(0)}: apply model.transform to each graph before batching")
+    differs = (fingerprint != now).any(1)
+    if bool(differs.any()):
+        b = int(differs.nonzero()[0])
+        (n0, e0, _), (n1, e1, _) = fingerprint[b].tolist(), now[b].tolist()
+        raise ValueError(f"data.edge_index changed after model.transform computed the attention pairs (graph {b}: "
+                         f"{n0} nodes and {e0} edges then, {n1} and {e1} now, or other edges): apply model.transform "
+                         "to the changed data again")
+
+
 class GraphStructure(BaseTransform):
     r"""Adds what attention along ``pattern`` reads of each graph, once, as ``Data`` fields.
 
@@ -191,7 +250,10 @@ class GraphStructure(BaseTransform):
     * ``pair_bucket`` :math:`(E_p)` uint8: hops from key to query, ``max_distance + 1`` beyond;
     * ``pair_edge`` :math:`(E_p)`: the column of each pair's graph edge counted from the graph's
       first edge, ``-1`` for non-edges (with ``edge_ids=True``);
-    * ``pair_spec`` (str): what the fields were computed for, so that a model can tell.
+    * ``pair_spec`` (str): what the fields were computed for, so that a model can tell;
+    * ``pair_fingerprint`` :math:`(1, 3)`: :func:`edge_fingerprint` of the edges they were computed
+      for (their order counts with ``edge_ids``), so that a model refuses a graph whose
+      ``edge_index`` changed since.
 
     Args:
         pattern (str or Pattern, optional): the attention pattern. (default: :obj:`"graph"`)
@@ -213,10 +275,11 @@ class GraphStructure(BaseTransform):
 
     def structure(self, data) -> dict:
         """The fields for ``data`` (a ``Data`` or ``Batch``), without changing it."""
-        edge_index = check_edge_index(data.edge_index, "data.edge_index")
+        edge_index = check_edge_index(check_graph_data(data).edge_index, "data.edge_index")
         _, ptr = graph_layout(data)
         pairs, buckets = pattern_pairs(self.pattern, ptr, edge_index, self.max_distance, self.max_pairs)
-        out = {"pair_index": pairs, "pair_bucket": buckets, "pair_spec": self.spec}
+        out = {"pair_index": pairs, "pair_bucket": buckets, "pair_spec": self.spec,
+               "pair_fingerprint": edge_fingerprint(edge_index, ptr, ordered=self.edge_ids)}
         if self.edge_ids:
             ids = pair_edge_ids(edge_index, pairs, int(ptr[-1]))
             layout = Layout.of(ptr)

@@ -140,7 +140,8 @@ def graph_layout(data) -> tuple[Tensor, Tensor]:
     batch = getattr(data, "batch", None)
     ptr = getattr(data, "ptr", None)
     if batch is None:
-        device = data.x.device if getattr(data, "x", None) is not None else data.edge_index.device
+        x = getattr(data, "x", None)
+        device = x.device if isinstance(x, Tensor) else data.edge_index.device
         batch = torch.zeros(num_nodes, dtype=torch.long, device=device)
     if ptr is None:
         ptr = batch_to_ptr(batch, 1 if not num_nodes else None)

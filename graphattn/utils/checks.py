@@ -10,9 +10,10 @@ from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from torch_geometric.data.data import BaseData
 
 __all__ = ["PtrLike", "check_int", "check_float", "check_ptr", "check_edge_index", "check_index_tensor",
-           "check_choice"]
+           "check_choice", "check_dtype", "check_graph_data"]
 
 #: offsets given as a LongTensor ``[B + 1]`` or a list of ints
 PtrLike = Union[Tensor, Sequence[int]]
@@ -80,8 +81,9 @@ def check_ptr(ptr: PtrLike, name: str = "ptr", num_rows: Optional[int] = None) -
 
 
 def check_edge_index(edge_index, name: str = "edge_index", num_keys: Optional[int] = None,
-                     num_queries: Optional[int] = None) -> Tensor:
-    """A LongTensor ``[2, E]`` of node indices; with the node counts, also checks the bounds."""
+                     num_queries: Optional[int] = None, nodes: str = "") -> Tensor:
+    """A LongTensor ``[2, E]`` of node indices; with the node counts, also checks the bounds
+    (``nodes`` says where the counts come from, for the message)."""
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"{name} must be a LongTensor [2, E], got {type(edge_index).__name__}")
     if edge_index.dtype != torch.long:
@@ -95,8 +97,33 @@ def check_edge_index(edge_index, name: str = "edge_index", num_keys: Optional[in
             num_queries is not None and int(edge_index[1].max()) >= num_queries)
         if too_far:
             raise ValueError(f"{name} points outside the nodes: keys (row 0) must be < {num_keys}, "
-                             f"queries (row 1) < {num_queries}")
+                             f"queries (row 1) < {num_queries}{nodes}")
     return edge_index
+
+
+def check_dtype(name: str, value: Tensor, expected: torch.dtype, owner: str = "the layer's parameters") -> None:
+    """Raise a ``TypeError`` naming ``name`` and both dtypes unless ``value`` has dtype ``expected``
+    (what a matrix product with ``owner`` needs); under autocast on its device, which casts both
+    sides of a product from the 16- and 32-bit float types (not float64), those mixes are allowed."""
+    autocast = value.dtype in (torch.float32, torch.float16, torch.bfloat16) and expected in (
+        torch.float32, torch.float16, torch.bfloat16) and torch.is_autocast_enabled(value.device.type)
+    if value.dtype != expected and not autocast:
+        other = f" or module.to({value.dtype})" if value.is_floating_point() else ""
+        raise TypeError(f"{name} has dtype {value.dtype} but {owner} have dtype {expected}: convert it "
+                        f"({name}.to({expected})){other}, or run under torch.autocast")
+
+
+def check_graph_data(data, name: str = "data"):
+    """``data`` if it is a PyG ``Data``/``Batch`` with an ``edge_index`` [2, E] of its nodes; a
+    ``TypeError``/``ValueError`` naming what is wrong otherwise."""
+    if not isinstance(data, BaseData):
+        raise TypeError(f"{name} must be a torch_geometric Data or Batch, got {type(data).__name__}")
+    if getattr(data, "edge_index", None) is None:
+        raise ValueError(f"{name} has no edge_index: a graph transform needs {name}.edge_index [2, E]")
+    num_nodes = data.num_nodes
+    check_edge_index(data.edge_index, f"{name}.edge_index", num_nodes, num_nodes,
+                     f" ({name}.num_nodes, or the rows of {name}.x)")
+    return data
 
 
 def eager_only() -> bool:

@@ -376,6 +376,40 @@ def test_bad_forward_input():
         GraphMultiheadAttention(8, 2, edge_dim=3)(x, ei, torch.randn(5, 3))
 
 
+def test_an_explicit_edge_index_on_a_pattern_backend_says_what_the_backend_needs():
+    x, ei = torch.randn(5, 8), torch.tensor([[0, 1], [1, 2]])
+    for backend in ("dense", "window"):
+        with pytest.raises(ValueError, match=f"backend '{backend}' computes a pattern .* not an explicit edge_index"):
+            GraphMultiheadAttention(8, 2, backend=backend)(x, ei)
+
+
+DTYPE_CASES = {  # argument -> a call that gives it in another dtype than the layer's float32
+    "x": lambda layer, x, ei, ea: layer(x.double(), ei, ea),
+    "x_key": lambda layer, x, ei, ea: layer((x.bfloat16(), x), ei, ea),
+    "value": lambda layer, x, ei, ea: layer(x, ei, ea, value=x.double()),
+    "edge_attr": lambda layer, x, ei, ea: layer(x, ei, ea.bfloat16()),
+    "attn_bias": lambda layer, x, ei, ea: layer(x, ei, ea, attn_bias=torch.zeros(2, 2, dtype=torch.float64)),
+    "key_value keys": lambda layer, x, ei, ea: layer(x, ei, ea, key_value=tuple(
+        t.double() for t in layer.project_key_value(x))),
+}
+
+
+@pytest.mark.parametrize("name", list(DTYPE_CASES))
+def test_a_dtype_mix_names_the_argument_and_both_dtypes(name):
+    layer = GraphMultiheadAttention(8, 2, edge_dim=3)
+    x, ei, ea = torch.randn(5, 8), torch.tensor([[0, 1], [1, 2]]), torch.randn(2, 3)
+    with pytest.raises(TypeError, match=rf"^{name} has dtype torch\.(float64|bfloat16) but the layer's parameters "
+                                        r"have dtype torch\.float32"):
+        DTYPE_CASES[name](layer, x, ei, ea)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        if name in ("x_key", "edge_attr"):  # bf16 and fp32: autocast casts both sides, allowed and right
+            mixed, same = DTYPE_CASES[name](layer, x, ei, ea), layer(x, ei, ea)
+            torch.testing.assert_close(mixed.float(), same.float(), atol=0.05, rtol=0.05)
+        else:  # autocast does not cast float64
+            with pytest.raises(TypeError, match=f"^{name} has dtype torch.float64"):
+                DTYPE_CASES[name](layer, x, ei, ea)
+
+
 def test_repr():
     assert repr(GraphMultiheadAttention(256, 8)) == "GraphMultiheadAttention(256, num_heads=8, backend='auto')"
     assert repr(GraphMultiheadAttention(16, 2, edge_dim=4, backend="edges")) == (

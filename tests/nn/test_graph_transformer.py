@@ -111,6 +111,58 @@ def test_model_refuses_data_prepared_for_another_pattern(graphs):
         model("graph")(no_ids)
 
 
+@pytest.mark.parametrize("edge_dim", [None, EDGE], ids=["no-edge-features", "edge-features"])
+def test_a_graph_whose_edges_changed_after_the_transform_is_refused(graphs, edge_dim):
+    m = model("graph", edge_dim=edge_dim)
+    prepared = [m.transform(g.clone()) for g in graphs]
+    expected = m(Batch.from_data_list(prepared))
+    for what in ("moved", "added", "reordered"):
+        changed = [g.clone() for g in prepared]
+        ei = changed[2].edge_index
+        if what == "moved":
+            ei[0, 0] = (ei[0, 0] + 1) % changed[2].num_nodes
+        elif what == "added":
+            changed[2].edge_index = torch.cat([ei, torch.tensor([[0], [1]])], 1)
+        else:
+            perm = torch.arange(ei.size(1)).roll(1)
+            changed[2].edge_index = ei[:, perm]
+        if changed[2].edge_attr is not None:
+            changed[2].edge_attr = torch.randn(changed[2].edge_index.size(1), EDGE)
+        batch = Batch.from_data_list(changed)
+        if what == "reordered" and edge_dim is None:  # the pairs do not depend on the edges' order
+            batch.edge_attr = Batch.from_data_list(prepared).edge_attr
+            torch.testing.assert_close(m(batch), expected)
+            continue
+        with pytest.raises(ValueError, match=r"edge_index changed after model.transform .*graph 2"):
+            m(batch)
+    old = Batch.from_data_list(prepared)
+    del old.pair_fingerprint
+    with pytest.raises(ValueError, match="pair_fingerprint"):
+        m(old)
+
+
+def test_bad_data_names_the_argument(graphs):
+    m = model("graph")
+    g = graphs[0]
+    with pytest.raises(TypeError, match=r"data\.x has dtype torch\.float64 but the model's parameters have dtype "
+                                        r"torch\.float32"):
+        m(g.clone().update({"x": g.x.double()}))
+    assert torch.allclose(m.double()(g.clone().update({"x": g.x.double()})).float(), model("graph")(g), atol=1e-5)
+    for rows, width in ((g.edge_index.size(1) + 1, EDGE), (g.edge_index.size(1) - 1, EDGE),
+                        (g.edge_index.size(1), EDGE + 1), (g.edge_index.size(1), 1)):
+        with pytest.raises(ValueError, match=r"data\.edge_attr must have shape \[E, edge_dim\]"):
+            model("graph")(g.clone().update({"edge_attr": torch.randn(rows, width)}))
+    with pytest.raises(ValueError, match=r"data\.edge_attr must have shape"):
+        model("graph")(g.clone().update({"edge_attr": torch.randn(g.edge_index.size(1))}))
+    bf16 = g.clone().update({"edge_attr": g.edge_attr.bfloat16()})  # edge features are cast, as documented
+    torch.testing.assert_close(model("graph")(bf16), model("graph")(bf16.clone().update(
+        {"edge_attr": bf16.edge_attr.float()})))
+    for pe in (None, "random_walk", "laplacian"):
+        for bad in (None, 3, g.x):
+            with pytest.raises(TypeError, match="data must be a torch_geometric Data or Batch"):
+                model("graph", pe=pe, pe_dim=3).transform(bad)
+
+
 def test_virtual_nodes_reach_across_components_in_two_layers():
     x = torch.randn(4, IN)
     data = Data(x=x, edge_index=torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]), edge_attr=torch.randn(4, EDGE))

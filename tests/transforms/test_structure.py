@@ -7,7 +7,7 @@ from torch_geometric.utils import coalesce, to_undirected
 
 from graphattn import patterns as P
 from graphattn.transforms import GraphStructure, pair_edge_ids, pattern_pairs
-from graphattn.transforms.structure import pair_edge_ids_of_batch
+from graphattn.transforms.structure import check_fingerprint, edge_fingerprint, pair_edge_ids_of_batch
 
 PATTERNS = ["graph", "graph:0", "khop:2", "khop:3", "dense", "graph|expander:2:0", "window:1", "graph|virtual:1"]
 
@@ -70,6 +70,48 @@ def test_a_changed_graph_is_caught(graphs):
     data.edge_index = data.edge_index.flip(1)
     with pytest.raises(ValueError, match="model.transform"):
         pair_edge_ids_of_batch(data.pair_edge, data.pair_index, data.edge_index, torch.tensor([0, data.num_nodes]))
+
+
+def test_the_fingerprint_of_a_graph_is_the_same_alone_and_in_a_batch(graphs):
+    transform = GraphStructure("graph")
+    batch = Batch.from_data_list([transform(g.clone()) for g in graphs])
+    assert batch.pair_fingerprint.shape == (len(graphs), 3)
+    assert torch.equal(batch.pair_fingerprint, edge_fingerprint(batch.edge_index, batch.ptr, batch.batch))
+    assert torch.equal(batch.pair_fingerprint[:, :2], torch.tensor([[g.num_nodes, g.edge_index.size(1)] for g in graphs]))
+    assert batch.pair_fingerprint[:, 2].unique().numel() == len(graphs)  # different graphs, different hashes
+    check_fingerprint(batch.pair_fingerprint, batch.edge_index, batch.ptr)  # no error
+
+
+def edits(edge_index, n):
+    """Changed copies of a graph's edges: one moved, one added, one removed, two reordered."""
+    moved = edge_index.clone()
+    moved[0, 0] = (moved[0, 0] + 1) % n
+    return {"moved": moved, "added": torch.cat([edge_index, torch.tensor([[0], [n - 1]])], 1),
+            "removed": edge_index[:, 1:], "reordered": edge_index[:, torch.arange(edge_index.size(1)).roll(1)]}
+
+
+@pytest.mark.parametrize("edit", ["moved", "added", "removed", "reordered"])
+def test_the_fingerprint_catches_changed_edges(graphs, edit):
+    g = graphs[3]
+    ptr = torch.tensor([0, g.num_nodes])
+    changed = edits(g.edge_index, g.num_nodes)[edit]
+    for ordered in (True, False):
+        before = edge_fingerprint(g.edge_index, ptr, ordered=ordered)
+        same = edit == "reordered" and not ordered  # the order counts only where pair_edge does
+        assert torch.equal(before, edge_fingerprint(changed, ptr, ordered=ordered)) == same
+        if not same:
+            with pytest.raises(ValueError, match="edge_index changed after model.transform"):
+                check_fingerprint(before, changed, ptr, ordered=ordered)
+    with pytest.raises(ValueError, match="no data.pair_fingerprint"):
+        check_fingerprint(None, g.edge_index, ptr)
+
+
+def test_transforms_refuse_what_is_not_a_graph():
+    for bad in (None, 3, torch.zeros(2, 3)):
+        with pytest.raises(TypeError, match="data must be a torch_geometric Data or Batch"):
+            GraphStructure("graph")(bad)
+    with pytest.raises(ValueError, match="no edge_index"):
+        GraphStructure("graph")(Data(x=torch.zeros(3, 1)))
 
 
 def test_bad_arguments_are_refused():

@@ -1,0 +1,116 @@
+r"""What the stages of :class:`~graphattn.nn.GraphTransformer` pass along, and what its helpers
+share with other models: the :class:`GraphState` between ``embed``, ``blocks`` and ``readout``,
+the checked positional encoding of a batch, a ``Data`` from PyG's ``(x, edge_index, ...)`` call
+form, and the order of the attention pairs that PyG's explainers expect (the graph's edges first).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.data.data import BaseData
+
+from graphattn.transforms import PE_ATTRS
+
+__all__ = ["GraphState", "positional_features", "as_graph_data", "edges_first"]
+
+
+class GraphState(NamedTuple):
+    """What flows between the stages of :class:`GraphTransformer` (``embed -> blocks -> readout``)."""
+
+    h: Tensor  # [N + B K, C]: the real nodes' states, then the K virtual nodes of each graph
+    vn: Optional[Tensor]  # [B, C] per-graph virtual_node state (virtual_node=True), else None
+    batch: Tensor  # [N] graph of each real node
+    ptr: Tensor  # [B + 1] node offsets of the graphs
+    num_nodes: int  # N, the real nodes
+    edge_index: Tensor  # [2, E] the graph's edges (the local layer's)
+    edge_h: Optional[Tensor]  # [E, C] encoded edge features
+    pairs: Optional[Tensor]  # [2, E_p] attention pairs, virtual ones included (None: not built)
+    pair_attr: Optional[Tensor]  # [E_p, C] the encoded features of each pair's graph edge, zero elsewhere
+    buckets: Optional[Tensor]  # [E_p] shortest-path bucket of each pair
+    dense_ptr: Optional[Tensor]  # ptr where the dense kernel computes the (dense) pairs, else None
+
+
+def positional_features(data, pe: str, pe_dim: int, batch: Tensor, num_graphs: int, flip_signs: bool) -> Tensor:
+    r"""The positional encoding a model reads from ``data`` (:data:`~graphattn.transforms.PE_ATTRS`),
+    checked, :math:`(N, \text{pe\_dim})`; Laplacian eigenvectors are defined up to sign, so with
+    ``flip_signs`` (in training) each one is flipped at random, per graph."""
+    attr = PE_ATTRS[pe]
+    value = getattr(data, attr, None)
+    if value is None:
+        raise ValueError(f"pe={pe!r} reads data.{attr} [N, {pe_dim}]: add it with "
+                         f"graphattn.transforms.positional_encoding_transform({pe!r}, {pe_dim})")
+    if not isinstance(value, Tensor) or value.dim() != 2 or value.size(1) != pe_dim:
+        raise ValueError(f"data.{attr} must have shape [N, pe_dim={pe_dim}], got {tuple(getattr(value, 'shape', ()))}")
+    if pe == "laplacian" and flip_signs:
+        sign = torch.randint(0, 2, (num_graphs, pe_dim), device=value.device) * 2 - 1
+        value = value * sign[batch]
+    return value
+
+
+def as_graph_data(data, edge_index: Optional[Tensor] = None, edge_attr: Optional[Tensor] = None,
+                  batch: Optional[Tensor] = None, fields: Optional[dict] = None) -> BaseData:
+    """``data`` itself (a ``Data``/``Batch``), or a ``Data`` built from PyG's call form
+    ``(x, edge_index, edge_attr, batch=..., **fields)``, which PyG's ``Explainer`` uses."""
+    fields = fields or {}
+    if isinstance(data, Tensor):
+        if edge_index is None:
+            raise TypeError("data is a Tensor, which PyG's call form model(x, edge_index, ...) takes as the node "
+                            "features x: give edge_index [2, E] too, or a Data/Batch")
+        given = {key: value for key, value in fields.items() if value is not None}
+        return Data(x=data, edge_index=edge_index, edge_attr=edge_attr, batch=batch, **given)
+    if not isinstance(data, BaseData):
+        raise TypeError(f"data must be a torch_geometric Data/Batch, or the node features x [N, F] followed by "
+                        f"edge_index, got {type(data).__name__}")
+    extra = [name for name, value in (("edge_index", edge_index), ("edge_attr", edge_attr), ("batch", batch))
+             if value is not None] + sorted(fields)
+    if extra:
+        raise TypeError(f"give a Data/Batch alone (its fields are read from it), or x [N, F] with edge_index: "
+                        f"got a {type(data).__name__} and {', '.join(extra)}")
+    return data
+
+
+def edges_first(pair_edge: Tensor, edge_index: Tensor, pattern: str) -> Tensor:
+    r"""An order of the attention pairs that lists the graph's edges first (edge ``e`` at position
+    ``e``), then the other pairs in their order.
+
+    PyG's explainers assume it: GNNExplainer's edge mask multiplies the first ``E`` messages of
+    every layer, and AttentionExplainer reads the first ``E`` attention weights, in the order of
+    the ``edge_index`` they were given. The pairs a pattern adds beyond the edges (self loops,
+    k-hop and virtual pairs) keep their messages, as PyG's convolutions do with the self loops
+    they add.
+
+    Args:
+        pair_edge (LongTensor): :math:`(E_p)` the column in ``edge_index`` of each pair's edge,
+            ``-1`` for pairs that are no edge.
+        edge_index (LongTensor): the graph's edges :math:`(2, E)`.
+        pattern (str): the pattern's name, for the message.
+
+    Returns:
+        LongTensor :math:`(E_p)`, a permutation of the pairs.
+
+    Raises:
+        ValueError: where an edge is no pair: a pattern that does not attend every edge of the
+        graph (a mask on that edge could not act on attention), or a parallel edge.
+    """
+    num_edges = edge_index.size(1)
+    is_edge = pair_edge >= 0
+    pair_ids = is_edge.nonzero().squeeze(1)
+    count = torch.zeros(num_edges, dtype=torch.long, device=pair_edge.device)
+    count.index_add_(0, pair_edge[pair_ids], torch.ones_like(pair_ids))
+    if not bool((count == 1).all()):
+        edge = int((count != 1).nonzero()[0])
+        j, i = (int(v) for v in edge_index[:, edge])
+        same = ((edge_index[0] == j) & (edge_index[1] == i)).sum()
+        if int(same) > 1:
+            raise ValueError(f"data.edge_index holds the edge {j} -> {i} {int(same)} times: an edge mask cannot tell "
+                             "parallel edges apart in attention; coalesce the edges first "
+                             "(torch_geometric.utils.coalesce)")
+        raise ValueError(f"the pattern {pattern!r} does not attend the graph's edge {edge} ({j} -> {i}), so an edge "
+                         "mask cannot act on its attention: explain a model whose pattern contains the graph's edges "
+                         "('graph', 'khop:k', 'dense', or a union with one of them)")
+    first = torch.empty(num_edges, dtype=torch.long, device=pair_edge.device)
+    first[pair_edge[pair_ids]] = pair_ids
+    return torch.cat([first, (~is_edge).nonzero().squeeze(1)])
