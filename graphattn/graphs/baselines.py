@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATv2Conv, GCNConv, GINConv, GINEConv, GPSConv, SAGEConv, TransformerConv
+from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, GINConv, GINEConv, GPSConv, SAGEConv, TransformerConv
 from torch_geometric.nn.models import Polynormer, SGFormer
 
 from graphattn.nn.graph_transformer import POOLS, TASKS
@@ -16,11 +17,13 @@ from graphattn.transforms import PE_ATTRS
 from graphattn.utils.batch import graph_layout
 from graphattn.utils.checks import check_choice, check_int
 
-__all__ = ["BASELINES", "GNNBaseline", "GLOBAL_BASELINES", "GlobalBaseline"]
+__all__ = ["BASELINES", "GNNBaseline", "GLOBAL_BASELINES", "GlobalBaseline", "RESIDUAL_GNNS", "ResidualGNN", "AttentiveFPModel"]
 
 #: the PyG layers :class:`GNNBaseline` wraps
 BASELINES = {"gcn": "GCNConv", "sage": "SAGEConv", "gatv2": "GATv2Conv", "transformer": "TransformerConv",
              "gps": "GPSConv"}
+#: the layers of :class:`ResidualGNN` (Platonov et al.'s names; "-sep": the ego state beside the neighbours')
+RESIDUAL_GNNS = ("gcn", "sage", "gat", "gat-sep", "gt", "gt-sep")
 #: the PyG models :class:`GlobalBaseline` wraps
 GLOBAL_BASELINES = {"sgformer": "SGFormer", "polynormer": "Polynormer"}
 
@@ -201,3 +204,123 @@ class GlobalBaseline(nn.Module):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({GLOBAL_BASELINES[self.name]}, num_layers={self.num_layers})"
+
+
+class ResidualGNN(nn.Module):
+    r"""The GNN baselines of Platonov et al. (ICLR 2023), "A critical look at the evaluation of GNNs
+    under heterophily": PyG layers with residual connections and LayerNorm.
+
+    .. math::
+        \mathbf{h}^{(0)} = \mathrm{GELU}(\mathrm{Dropout}(W_{in}\mathbf{x})), \qquad
+        \mathbf{h} \leftarrow \mathbf{h} + \mathrm{FF}\big(\mathrm{Agg}(\mathrm{LN}(\mathbf{h}))\big), \qquad
+        \hat{y} = W_{out}\,\mathrm{LN}(\mathbf{h}^{(L)})
+
+    with ``FF`` = Linear, Dropout, GELU, Linear, Dropout, and ``Agg`` one of :data:`RESIDUAL_GNNS`:
+    PyG's ``GCNConv``, ``SAGEConv`` (mean of the neighbours beside the node's own state),
+    ``GATConv`` and ``TransformerConv`` ("gt": attention over the neighbours only); a ``-sep``
+    layer attends over the neighbours without self loops and concatenates the node's own state
+    before ``FF`` (the paper's ego/neighbour separation). Graph tasks mean-pool before the head.
+
+    Args:
+        in_channels (int): node feature size.
+        hidden_channels (int): width (the paper: 512).
+        out_channels (int): classes (1 for a binary task with one logit).
+        num_layers (int): residual layers (the paper: the best of 1 to 5).
+        conv (str): one of :data:`RESIDUAL_GNNS`.
+        num_heads (int, optional): heads of ``gat``/``gt``. (default: :obj:`8`)
+        dropout (float, optional): dropout. (default: :obj:`0.2`)
+        task (str, optional): ``"node"`` or ``"graph"``. (default: :obj:`"node"`)
+
+    Shapes:
+        - **input:** a ``Data``/``Batch`` with ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`
+        - **output:** :math:`(N, C_{out})` or :math:`(B, C_{out})`
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int, conv: str,
+                 num_heads: int = 8, dropout: float = 0.2, task: str = "node"):
+        super().__init__()
+        check_choice("conv", conv, RESIDUAL_GNNS)
+        check_choice("task", task, TASKS)
+        c = check_int("hidden_channels", hidden_channels, 1)
+        if conv in ("gat", "gat-sep", "gt", "gt-sep") and c % num_heads:
+            raise ValueError(f"hidden_channels ({c}) must be divisible by num_heads ({num_heads})")
+        self.in_channels, self.hidden_channels, self.out_channels = in_channels, c, out_channels
+        self.num_layers, self.conv, self.num_heads, self.task = check_int("num_layers", num_layers, 1), conv, num_heads, task
+        self.sep = conv.endswith("-sep")
+        self.encoder = nn.Linear(in_channels, c)
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for _ in range(num_layers))
+        self.convs = nn.ModuleList(self._conv() for _ in range(num_layers))
+        width = 2 * c if self.sep else c
+        self.ffs = nn.ModuleList(nn.Sequential(nn.Linear(width, c), nn.Dropout(dropout), nn.GELU(), nn.Linear(c, c),
+                                               nn.Dropout(dropout)) for _ in range(num_layers))
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(c)
+        self.head = nn.Linear(c, out_channels)
+        self.reset_parameters()
+
+    def _conv(self) -> nn.Module:
+        c, h = self.hidden_channels, self.num_heads
+        if self.conv == "gcn":
+            return GCNConv(c, c)
+        if self.conv == "sage":
+            return SAGEConv(c, c)
+        if self.conv.startswith("gat"):
+            return GATConv(c, c // h, heads=h, add_self_loops=not self.sep)
+        return TransformerConv(c, c // h, heads=h, root_weight=False)
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(self, data) -> Tensor:
+        h = F.gelu(self.drop(self.encoder(data.x)))
+        for norm, conv, ff in zip(self.norms, self.convs, self.ffs):
+            z = norm(h)
+            message = conv(z, data.edge_index)
+            h = h + ff(torch.cat([z, message], -1) if self.sep else message)
+        h = self.norm(h)
+        if self.task == "graph":
+            batch, ptr = graph_layout(data)
+            h = POOLS["mean"](h, batch, size=ptr.numel() - 1)
+        return self.head(h)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.in_channels}, {self.hidden_channels}, {self.out_channels}, "
+                f"num_layers={self.num_layers}, conv={self.conv!r})")
+
+
+class AttentiveFPModel(nn.Module):
+    r"""PyG's :class:`~torch_geometric.nn.models.AttentiveFP` (Xiong et al., 2020) on a ``Batch`` of
+    molecules: graph attention over bonds (with their features), then ``num_timesteps`` GRU steps of
+    attention from a super node to the atoms.
+
+    Args:
+        in_channels (int): atom feature size.
+        hidden_channels (int): width.
+        out_channels (int): targets.
+        edge_dim (int): bond feature size.
+        num_layers (int, optional): atom-level layers. (default: :obj:`2`)
+        num_timesteps (int, optional): molecule-level steps. (default: :obj:`2`)
+        dropout (float, optional): dropout. (default: :obj:`0.0`)
+
+    Shapes:
+        - **input:** a ``Batch`` with ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`,
+          ``edge_attr`` :math:`(E, D_e)`, ``batch`` :math:`(N)`
+        - **output:** :math:`(B, C_{out})`
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, edge_dim: int,
+                 num_layers: int = 2, num_timesteps: int = 2, dropout: float = 0.0):
+        super().__init__()
+        from torch_geometric.nn.models import AttentiveFP
+
+        self.model = AttentiveFP(in_channels, hidden_channels, out_channels, edge_dim, num_layers, num_timesteps,
+                                 dropout)
+
+    def reset_parameters(self) -> None:
+        self.model.reset_parameters()
+
+    def forward(self, data) -> Tensor:
+        batch, _ = graph_layout(data)
+        return self.model(data.x, data.edge_index, data.edge_attr.to(data.x.dtype), batch)

@@ -212,6 +212,9 @@ class GraphTransformer(nn.Module):
         attn_kwargs (dict, optional): more arguments of every attention layer (e.g. ``dropout``,
             ``backend``; ``normalization="sigmoid"`` sums over the keys instead of averaging, so a
             node can count its neighbours, which softmax cannot). (default: :obj:`None`)
+        edge_attention (bool, optional): whether the edge features bias the attention's scores and
+            values; :obj:`None` means yes without ``local_mpnn`` and no with it (GraphGPS), ``True``
+            with ``local_mpnn`` gives them to both. (default: :obj:`None`)
 
     Shapes:
         - **input:** a ``Data``/``Batch`` with ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`,
@@ -226,8 +229,8 @@ class GraphTransformer(nn.Module):
         in_channels: int,
         hidden_channels: int,
         out_channels: int,
-        num_layers: int,
-        num_heads: int,
+        num_layers: int = 4,
+        num_heads: int = 4,
         edge_dim: Optional[int] = None,
         pattern: Union[str, P.Pattern] = "graph",
         pe: Optional[str] = None,
@@ -239,6 +242,7 @@ class GraphTransformer(nn.Module):
         max_distance: int = 8,
         local_mpnn: bool = False,
         attn_kwargs: Optional[dict] = None,
+        edge_attention: Optional[bool] = None,
     ):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, 1)
@@ -257,7 +261,9 @@ class GraphTransformer(nn.Module):
         self.local_mpnn = bool(local_mpnn)
         # As in GraphGPS, edge features go to the local layer when there is one, and the attention
         # is plain: per-pair edge terms on a dense pattern would cost [pairs, heads, channels].
-        self.pair_features = self.edge_dim is not None and not self.local_mpnn
+        # edge_attention=True keeps them in the attention beside the local layer (GPS with bond-aware attention).
+        self.pair_features = self.edge_dim is not None and (not self.local_mpnn if edge_attention is None
+                                                            else bool(edge_attention))
         self.structure = GraphStructure(self.pattern, self.max_distance, edge_ids=self.pair_features)
         self.num_virtual = self.structure.num_virtual
         # Dense pairs without per-pair features are what SDPA computes on padded graphs, faster

@@ -1,0 +1,35 @@
+"""GraphTransformer's defaults (num_layers, num_heads) and the edge_attention option of GPS."""
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from graphattn.nn import GraphTransformer
+
+
+def test_defaults_need_only_the_data_sizes():
+    model = GraphTransformer(7, 64, 2)
+    assert model.num_layers == len(model.layers) == 4 and model.layers[0].attn.num_heads == 4
+    assert model.task == "node" and str(model.pattern) == "graph"
+
+
+def molecules(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ring = torch.tensor([[0, 1, 1, 2, 2, 3, 3, 0], [1, 0, 2, 1, 3, 2, 0, 3]])
+    return Batch.from_data_list([Data(x=torch.randn(4, 5, generator=gen), edge_index=ring,
+                                      edge_attr=torch.randn(8, 3, generator=gen)) for _ in range(2)])
+
+
+@pytest.mark.parametrize("edge_attention", [None, True])
+def test_gps_edge_attention_gives_the_bonds_to_the_attention(edge_attention):
+    torch.manual_seed(0)
+    model = GraphTransformer(5, 16, 1, num_layers=2, num_heads=2, edge_dim=3, task="graph", pattern="dense",
+                             local_mpnn=True, edge_attention=edge_attention).eval()
+    for layer in model.layers:  # silence the local GINE layers: only the attention can read the bonds
+        torch.nn.init.zeros_(layer.local.nn[2].weight)
+        torch.nn.init.zeros_(layer.local.nn[2].bias)
+    batch = molecules()
+    other = batch.clone()
+    other.edge_attr = torch.randn_like(other.edge_attr)
+    out, out_other = model(model.transform(batch)), model(model.transform(other))
+    assert torch.allclose(out, out_other) == (edge_attention is None)
+    assert model.pair_features == bool(edge_attention) and model.dense_kernel == (edge_attention is None)
