@@ -18,7 +18,7 @@ The same training run on the command line (graphattn train reads the .gz files a
     D=../shared/data/multi30k
     graphattn train --src $D/train.en.gz --tgt $D/train.de.gz --valid-src $D/val.en.gz --valid-tgt $D/val.de.gz \\
         --tokenizer bpe --vocab-size 4000 --min-frequency 2 --d-model 128 --nhead 4 --layers 3 --ff 512 \\
-        --max-tokens 2500 --lr-factor 0.5 --warmup 200 --max-len 64 --steps 1000000 --time-limit 900 \\
+        --max-tokens 2500 --lr-factor 0.25 --warmup 200 --max-len 64 --steps 1000000 --time-limit 900 \\
         --eval-every 1000000 --eval-seconds 120 --valid-subset 200 --threads 1 --out runs/multi30k
     graphattn evaluate --checkpoint runs/multi30k/best.pt --src $D/test_2016_flickr.en.gz \\
         --tgt $D/test_2016_flickr.de.gz --beam 4

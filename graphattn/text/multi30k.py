@@ -72,7 +72,7 @@ def recipe_config(root: Union[str, os.PathLike], **overrides) -> TrainConfig:
         valid_src=str(files["valid"][0]), valid_tgt=str(files["valid"][1]),
         tokenizer="bpe", vocab_size=4000, min_frequency=2, shared_vocab=False,
         d_model=128, nhead=4, layers=3, ff=512, dropout=0.1, label_smoothing=0.1,
-        max_tokens=2500, lr_factor=0.5, warmup=200, clip_norm=1.0, max_len=64,
+        max_tokens=2500, lr_factor=0.25, warmup=200, clip_norm=1.0, max_len=64,
         steps=1_000_000, time_limit=900.0, eval_every=1_000_000, eval_seconds=120.0, valid_subset=200,
         out="runs/multi30k",
     )
