@@ -65,6 +65,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="output folder (default: runs/multi30k[-torch])")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="override recipe fields (TrainConfig), e.g. d_model=128 (for the tuning runs)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --out (refused otherwise; its files stay until the first checkpoint)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser.parse_args()
 
@@ -92,11 +94,16 @@ def main() -> int:
     data = load_multi30k(args.data)  # checks the line counts before training starts
     out = args.out or ("runs/multi30k-torch" if args.reference_torch else "runs/multi30k")
     config = recipe_config(args.data, time_limit=args.time_limit, seed=args.seed, out=out, device=args.device,
-                           reference_torch=args.reference_torch, progress=args.progress, **overrides(args.set))
+                           reference_torch=args.reference_torch, progress=args.progress, overwrite=args.overwrite,
+                           **overrides(args.set))
     kind = "torch.nn.Transformer layers" if config.reference_torch else "graph attention layers"
     print(f"Training a {config.layers}+{config.layers}-layer, d_model={config.d_model} Transformer with {kind} on "
           f"Multi30k EN->DE ({len(data['train']):,} pairs) for {config.time_limit:.0f} s, {args.threads} thread(s)...")
-    result = train(config)
+    try:
+        result = train(config)
+    except ValueError as e:  # a folder holding a run, or a bad --set value: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     loop = result.train_seconds + result.valid_seconds
     print(f"\n{result.step} steps, {result.tokens_per_s:,.0f} tokens/s; validation took {result.valid_seconds:.0f} s "
           f"of the {loop:.0f} s loop ({100 * result.valid_seconds / max(loop, 1e-9):.1f}%)")
