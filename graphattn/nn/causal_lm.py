@@ -128,7 +128,7 @@ class CausalLM(nn.Module):
         self.num_layers = check_int("num_layers", num_layers, 1)
         check_choice("positional", positional, POSITIONALS)
         self.pattern = P.as_pattern(pattern, "pattern", P.causal())
-        if not (isinstance(self.pattern, P.Band) and self.pattern.right == 0):
+        if not self.pattern.is_causal_band:
             raise ValueError(f"pattern must be a causal band ('causal' or 'causal&window:w'), got {self.pattern!r}")
         self.positional, self.norm_first = positional, norm_first
         self.dropout = check_float("dropout", dropout, 0.0, 1.0, high_open=True)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch_geometric import EdgeIndex
 
-from graphattn.patterns import Band, Cross, Pattern
+from graphattn.patterns import Band, Pattern
 from graphattn.utils.batch import ptr_to_batch
 from graphattn.utils.checks import check_dtype, check_ptr, eager_only
 from graphattn.utils.edges import edge_keys, sorted_isin
@@ -22,8 +22,7 @@ __all__ = ["Pairs", "as_band", "as_edge_index", "graph_edges_first", "sorted_edg
 
 def as_band(pattern: Optional[Pattern]) -> Optional[Band]:
     """The band a pattern is (cross-attention wraps one), or None."""
-    inner = pattern.pattern if isinstance(pattern, Cross) else pattern
-    return inner if isinstance(inner, Band) else None
+    return None if pattern is None else pattern.as_band()
 
 
 def as_edge_index(edge_index, num_queries: int, num_keys: int) -> Optional[Tensor]:

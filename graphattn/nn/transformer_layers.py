@@ -241,7 +241,7 @@ class TransformerDecoderLayer(_TorchLayer):
     def check_incremental(self) -> None:
         """Raise unless cached decoding can reproduce this layer's patterns exactly."""
         band = self.pattern
-        if not (isinstance(band, P.Band) and band.right == 0):
+        if not band.is_causal_band:
             raise ValueError(f"cached decoding needs a causal band decoder pattern, got {band!r}")
         if self.cross_pattern.pattern != P.dense():
             raise ValueError(f"cached decoding needs the dense cross pattern, got {self.cross_pattern!r}")

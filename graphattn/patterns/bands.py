@@ -83,6 +83,9 @@ class Band(RangePattern):
     def is_dense(self) -> bool:
         return self.left is None and self.right is None
 
+    def as_band(self) -> "Band":
+        return self
+
     @property
     def is_causal(self) -> bool:
         return self.left is None and self.right == 0

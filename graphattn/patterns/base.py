@@ -58,6 +58,18 @@ class Pattern:
 
     # -- public API ---------------------------------------------------------------------
 
+    def as_band(self) -> Optional["Pattern"]:
+        """The :class:`~graphattn.patterns.Band` this pattern is (cross-attention answers for the
+        pattern it wraps), or None. Kernels and layers ask this instead of testing classes."""
+        return None
+
+    @property
+    def is_causal_band(self) -> bool:
+        """A band that never looks ahead (``causal``, ``causal&window:w``): what incremental
+        decoding needs. Wider than :attr:`Band.is_causal`, which is only the unbounded one."""
+        band = self.as_band()
+        return band is not None and band.right == 0
+
     def edge_index(self, ptr: PtrLike, key_ptr: Optional[PtrLike] = None, graph: Optional[Tensor] = None) -> Tensor:
         """Edges of the pattern on the batch ``ptr``.
 

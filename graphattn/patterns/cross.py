@@ -30,6 +30,9 @@ class Cross(Pattern):
     def mask_rule(self, query, key):
         return self.pattern.mask_rule(query, key)
 
+    def as_band(self):
+        return self.pattern.as_band()
+
     def key_ranges(self, query, key):
         """The inner pattern's run of keys per query, when it is contiguous."""
         return self.pattern.key_ranges(query, key)

@@ -143,10 +143,10 @@ def _check_patterns(config: TrainConfig) -> None:
         if not pattern.position_based:
             raise ValueError(f"{name} {getattr(config, name)!r} follows a graph's edges, and text has none: "
                              f"use a sequence pattern (dense, causal, window:16, block:8, bigbird:3:1:2:0, ...)")
-        if config.reference_torch and not isinstance(pattern, P.Band):
+        if config.reference_torch and pattern.as_band() is None:
             raise ValueError(f"{name} {getattr(config, name)!r}: the torch reference computes band patterns only")
     decoder = P.parse(config.decoder_pattern)
-    if not (isinstance(decoder, P.Band) and decoder.right == 0):
+    if not decoder.is_causal_band:
         raise ValueError(f"decoder_pattern must be a causal band ('causal' or 'causal&window:W'), got {decoder!r}")
 
 

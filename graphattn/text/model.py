@@ -180,17 +180,18 @@ class Seq2Seq(nn.Module):
 def band_mask(pattern: P.Pattern, length: int, device=None) -> Optional[Tensor]:
     """``[length, length]`` BoolTensor of a band pattern, **True = blocked** (torch's polarity);
     :obj:`None` for ``dense()``. Raises ``ValueError`` for a pattern that is not a band."""
-    if not isinstance(pattern, P.Band):
+    band = pattern.as_band()
+    if band is None or pattern.bipartite:
         raise ValueError(f"the torch reference computes band patterns only (dense, causal, window), got {pattern!r}")
-    if pattern.is_dense:
+    if band.is_dense:
         return None
     pos = torch.arange(length, device=device)
     offset = pos.unsqueeze(1) - pos.unsqueeze(0)  # (T, T): query i - key j
     allowed = torch.ones(length, length, dtype=torch.bool, device=device)
-    if pattern.left is not None:
-        allowed &= offset <= pattern.left
-    if pattern.right is not None:
-        allowed &= -offset <= pattern.right
+    if band.left is not None:
+        allowed &= offset <= band.left
+    if band.right is not None:
+        allowed &= -offset <= band.right
     return ~allowed
 
 
