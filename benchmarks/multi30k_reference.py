@@ -4,8 +4,9 @@ Usage: python benchmarks/multi30k_reference.py [--data DIR] [--time-limit 600] [
 
 Runs ``examples/multi30k.py`` once per model (graphattn, then ``--reference-torch``) and seed,
 each in its own process (so that each peak memory is its own), with the same recipe, data,
-tokenizers, loop and budget, one after the other (never side by side: they would slow each
-other). Prints a markdown table: validation BLEU (all 1,014 pairs, greedy), test 2016 sacreBLEU
+tokenizers, loop and budget, one after the other; with ``--parallel`` the two models of a seed run
+at the same time, one thread each, so that both see the same load on a shared machine (each then
+has one core of two: compare the ratios, not the absolute tokens/s). Prints a markdown table: validation BLEU (all 1,014 pairs, greedy), test 2016 sacreBLEU
 (greedy with --beam 1, else beam search with length penalty 0.6), steps, tokens/s, the share of the loop validation took and the peak
 resident memory; then the means over the seeds and graphattn / torch ratios. The per-run numbers
 stay in OUT/<model>-s<seed>/results.json.
@@ -31,10 +32,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--beam", type=int, default=4, help="test beam size (default: 4)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/multi30k-reference"))
+    parser.add_argument("--parallel", action="store_true",
+                        help="run graphattn and torch of a seed at the same time (needs 2 free cores)")
     return parser.parse_args()
 
 
-def run(args: argparse.Namespace, model: str, seed: int) -> dict:
+def start(args: argparse.Namespace, model: str, seed: int) -> tuple[subprocess.Popen, Path]:
     out = args.out / f"{model}-s{seed}"
     command = [sys.executable, str(ROOT / "examples" / "multi30k.py"), "--time-limit", str(args.time_limit),
                "--seed", str(seed), "--beam", str(args.beam), "--threads", str(args.threads), "--out", str(out),
@@ -42,8 +45,24 @@ def run(args: argparse.Namespace, model: str, seed: int) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "stdout.txt", "w") as log:
-        subprocess.run(command, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), out
+
+
+def finish(process: subprocess.Popen, out: Path) -> dict:
+    if process.wait() != 0:
+        raise SystemExit(f"{' '.join(process.args)} failed (exit {process.returncode}): see {out / 'stdout.txt'}")
     return json.loads((out / "results.json").read_text())
+
+
+def run_all(args: argparse.Namespace) -> list[dict]:
+    results = []
+    for seed in args.seeds:
+        if args.parallel:
+            started = [start(args, model, seed) for model in ("graphattn", "torch")]
+            results += [finish(*s) for s in started]
+        else:
+            results += [finish(*start(args, model, seed)) for model in ("graphattn", "torch")]
+    return results
 
 
 def row(r: dict) -> str:
@@ -54,8 +73,9 @@ def row(r: dict) -> str:
 
 def main() -> None:
     args = parse_args()
-    results = [run(args, model, seed) for seed in args.seeds for model in ("graphattn", "torch")]
-    print(f"{args.time_limit:.0f} s of training per run, {args.threads} thread(s); test: beam {args.beam}, "
+    results = run_all(args)
+    print(f"{args.time_limit:.0f} s of training per run, {args.threads} thread(s)"
+          f"{', graphattn and torch side by side' if args.parallel else ''}; test: beam {args.beam}, "
           f"length penalty 0.6; signature {results[0]['signature']}\n")
     print("| model | seed | valid BLEU | test BLEU | steps | tokens/s | validation share | peak memory (MB) |")
     print("|---|---|---|---|---|---|---|---|")
