@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from graphattn import distributed
 from graphattn.graphs.sampling import neighbor_loader
 from graphattn.nn import GraphTransformer
-from graphattn.patterns.virtual import split_virtual, virtual_pairs
+from graphattn.patterns.virtual import insert_virtual_keys, split_virtual, virtual_pairs
 from graphattn.transforms import pair_edge_ids, pattern_pairs
 from graphattn.transforms.structure import gather_edge_attr
 from graphattn.utils.checks import check_int
@@ -159,15 +159,8 @@ def _chunk(model, layer, h, pairs_and_buckets, num_virtual, lo, hi, edge_index, 
 
 def _with_virtual_keys(pairs, buckets, attr, lo, hi, n, k, virtual_bucket):
     """Each query ``lo .. hi - 1`` also reads the ``k`` virtual nodes (rows ``n .. n + k - 1``),
-    after its real keys, so the pairs stay sorted by query then key."""
-    count = hi - lo
-    rowptr = torch.searchsorted(pairs[1], torch.arange(lo, hi + 1))
-    position = torch.arange(pairs.size(1)) + k * (pairs[1] - lo)
-    slots = ((rowptr[1:] + k * torch.arange(count)).unsqueeze(1) + torch.arange(k)).flatten()
-    out = torch.empty(2, pairs.size(1) + count * k, dtype=torch.long)
-    out[:, position] = pairs
-    out[0, slots] = (n + torch.arange(k)).repeat(count)
-    out[1, slots] = torch.arange(lo, hi).repeat_interleave(k)
+    after its real keys, with their bucket and zero features."""
+    out, position = insert_virtual_keys(pairs, torch.full((hi - lo,), n), k, first_query=lo)
     new_buckets = torch.full((out.size(1),), virtual_bucket, dtype=torch.long)
     new_buckets[position] = buckets
     if attr is not None:

@@ -45,13 +45,15 @@ from graphattn.patterns.parse import NAMES, as_pattern, parse
 from graphattn.patterns.reach import bfs_reach
 from graphattn.patterns.sparse import bigbird, dilated, global_tokens, random
 from graphattn.patterns.tiles import BlockSparsity
-from graphattn.patterns.virtual import VirtualNodes, add_virtual_nodes, split_virtual, virtual_nodes, virtual_pairs
+from graphattn.patterns.virtual import (VirtualNodes, add_virtual_nodes, insert_virtual_keys, split_virtual, virtual_nodes,
+                                       virtual_pairs)
 from graphattn.utils.checks import check_ptr
 
 __all__ = [
     "Pattern", "RangePattern", "Band", "Union", "Intersection", "Cross", "GraphPattern", "Expander", "VirtualNodes",
     "MaskRule", "BlockSparsity",
     "dense", "causal", "window", "dilated", "block", "global_tokens", "random", "bigbird", "graph", "khop", "cross",
-    "expander", "virtual_nodes", "split_virtual", "virtual_pairs", "add_virtual_nodes", "hop_expansion", "hop_counts",
+    "expander", "virtual_nodes", "split_virtual", "virtual_pairs", "insert_virtual_keys", "add_virtual_nodes",
+    "hop_expansion", "hop_counts",
     "parse", "as_pattern", "NAMES", "check_pattern", "check_ptr", "bfs_reach",
 ]
