@@ -202,8 +202,8 @@ def class_tests(source: str, classes: set) -> list:
 
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("isinstance", "issubclass") \
-                and len(node.args) == 2:
+        is_call = isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        if is_call and node.func.id in ("isinstance", "issubclass") and len(node.args) == 2:
             found += [(node.lineno, c) for c in named(node.args[1])]
         elif isinstance(node, ast.Compare) and any(isinstance(op, (ast.Is, ast.IsNot, ast.Eq, ast.NotEq))
                                                    for op in node.ops):

@@ -45,8 +45,8 @@ from graphattn.patterns.parse import NAMES, as_pattern, parse
 from graphattn.patterns.reach import bfs_reach
 from graphattn.patterns.sparse import bigbird, dilated, global_tokens, random
 from graphattn.patterns.tiles import BlockSparsity
-from graphattn.patterns.virtual import (VirtualNodes, add_virtual_nodes, insert_virtual_keys, split_virtual, virtual_nodes,
-                                       virtual_pairs)
+from graphattn.patterns.virtual import (VirtualNodes, add_virtual_nodes, insert_virtual_keys, split_virtual,
+                                       virtual_nodes, virtual_pairs)
 from graphattn.utils.checks import check_ptr
 
 __all__ = [

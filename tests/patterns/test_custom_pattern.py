@@ -118,6 +118,12 @@ def setup(name, device="cpu"):
     return pattern, backends, (ptr, key_ptr if is_cross else None), mask, x, x_key
 
 
+def every_pair(mask):
+    """``(i, j)``: the query and key index of every entry of ``mask``, each shaped like it."""
+    return (torch.arange(mask.size(0)).view(-1, 1).expand_as(mask),
+            torch.arange(mask.size(1)).view(1, -1).expand_as(mask))
+
+
 def reference(layer, x_key, x_query, mask):
     """Naive dense masked softmax from the layer's weights (True = may attend; no key: zeros)."""
     e, h = layer.embed_dim, layer.num_heads
@@ -209,7 +215,7 @@ def test_flex_kernel_forward_equals_the_naive_reference(name):
     per_tile = padded.view(padded.size(0) // 4, 4, -1, 4).transpose(1, 2).flatten(2)
     assert torch.equal(tiles.touched, per_tile.any(-1)) and torch.equal(tiles.full, per_tile.all(-1))
     block_mask = pattern_block_mask(pattern, ptr, key_ptr, block_size=4)
-    i, j = torch.arange(mask.size(0)).view(-1, 1).expand_as(mask), torch.arange(mask.size(1)).view(1, -1).expand_as(mask)
+    i, j = every_pair(mask)
     assert torch.equal(block_mask.mask_mod(0, 0, i, j), mask)
 
 
@@ -219,7 +225,7 @@ def test_the_flex_kernel_uses_a_closed_form_rule_when_the_pattern_gives_one():
     assert Strided(2).mask_rule(query, key) is None  # no closed form: the kernel looks pairs up
     rule = StridedRule(2).mask_rule(query, key)
     mask = naive_mask("strided", 2, LENGTHS, LENGTHS)
-    i, j = torch.arange(mask.size(0)).view(-1, 1).expand_as(mask), torch.arange(mask.size(1)).view(1, -1).expand_as(mask)
+    i, j = every_pair(mask)
     assert torch.equal(rule(i, j), mask)
     # A union with a part without a closed form has none either; with closed forms on both sides it has one.
     assert (Strided(2) | P.window(1)).mask_rule(query, key) is None
