@@ -1,6 +1,6 @@
 """Why the flex backend's generic rule is a hash table: compile time of FlexAttention on CPU for a
 ``mask_mod`` that finds a pair by a binary search of k chained steps, against the hash table lookup
-(``graphattn.patterns.base.EdgeTable``) of the same pairs.
+(``graphattn.ops.flex.EdgeTable``) of the same pairs.
 
 Usage: python benchmarks/flex_compile.py [--steps 1,2,3,4] [--n 256]
 
@@ -28,7 +28,7 @@ def run(kind: str, steps: int, n: int) -> dict:
     import torch
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    from graphattn.patterns.base import EdgeTable
+    from graphattn.ops.flex import EdgeTable
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)

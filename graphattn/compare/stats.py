@@ -116,7 +116,7 @@ def stats_table(
     ``receptive_field``) of patterns that need a search are computed up to ``reach_max_len``.
     """
     jobs = [(name, p, n) for name, p in patterns.items() for n in lengths
-            if not (isinstance(p, P.Band) and p.is_dense and n > dense_max_len)]
+            if not (p.is_dense and n > dense_max_len)]
     if reference_rows:
         jobs += [(kind, None, n) for kind in ("lstm", "conv1d") for n in lengths]
     rows = []

@@ -27,9 +27,7 @@ from tqdm.auto import tqdm
 from graphattn import distributed
 from graphattn.graphs.sampling import neighbor_loader
 from graphattn.nn import GraphTransformer
-from graphattn.patterns.graph import GraphPattern
-from graphattn.patterns.hops import hop_expansion
-from graphattn.patterns.virtual import split_virtual, virtual_pairs
+from graphattn.patterns.virtual import insert_virtual_keys, split_virtual, virtual_pairs
 from graphattn.transforms import pair_edge_ids, pattern_pairs
 from graphattn.transforms.structure import gather_edge_attr
 from graphattn.utils.checks import check_int
@@ -44,20 +42,22 @@ class _ChunkPairs:
 
     def __init__(self, model: GraphTransformer, edge_index: Tensor, num_nodes: int):
         self.rest, self.num_virtual = split_virtual(model.pattern)
-        self.edge_index, self.num_nodes = edge_index, num_nodes
         self.max_distance = model.max_distance
         ptr = torch.tensor([0, num_nodes])
-        self.expand = isinstance(self.rest, GraphPattern) and self.rest.k > 1 and self.rest.graph_edge_index is None
+        # khop:k (k > 1): its pairs are many, so each chunk expands its own queries.
+        self.expand = self.rest is not None and self.rest.expands
         if self.rest is None:
             self.pairs = torch.empty(2, 0, dtype=torch.long)
             self.buckets = torch.empty(0, dtype=torch.uint8)
-        elif not self.expand:  # patterns with O(E + N) pairs: built once, sliced per chunk
+        elif self.expand:
+            self.layout, _ = self.rest.layouts(ptr, graph=None if self.rest.position_based else edge_index)
+        else:  # patterns with O(E + N) pairs: built once, sliced per chunk
             self.pairs, self.buckets = pattern_pairs(self.rest, ptr, edge_index, self.max_distance)
             self.rowptr = torch.searchsorted(self.pairs[1], torch.arange(num_nodes + 1))
 
     def __call__(self, lo: int, hi: int) -> tuple[Tensor, Tensor]:
-        if self.expand:  # khop:k from this chunk's queries only
-            pairs, hops = hop_expansion(self.edge_index, self.num_nodes, self.rest.k, torch.arange(lo, hi))
+        if self.expand:
+            pairs, hops = self.rest.hop_pairs(self.layout, torch.arange(lo, hi))
             return pairs, hops.clamp_(max=self.max_distance + 1)
         if self.rest is None:
             return self.pairs, self.buckets
@@ -159,15 +159,8 @@ def _chunk(model, layer, h, pairs_and_buckets, num_virtual, lo, hi, edge_index, 
 
 def _with_virtual_keys(pairs, buckets, attr, lo, hi, n, k, virtual_bucket):
     """Each query ``lo .. hi - 1`` also reads the ``k`` virtual nodes (rows ``n .. n + k - 1``),
-    after its real keys, so the pairs stay sorted by query then key."""
-    count = hi - lo
-    rowptr = torch.searchsorted(pairs[1], torch.arange(lo, hi + 1))
-    position = torch.arange(pairs.size(1)) + k * (pairs[1] - lo)
-    slots = ((rowptr[1:] + k * torch.arange(count)).unsqueeze(1) + torch.arange(k)).flatten()
-    out = torch.empty(2, pairs.size(1) + count * k, dtype=torch.long)
-    out[:, position] = pairs
-    out[0, slots] = (n + torch.arange(k)).repeat(count)
-    out[1, slots] = torch.arange(lo, hi).repeat_interleave(k)
+    after its real keys, with their bucket and zero features."""
+    out, position = insert_virtual_keys(pairs, torch.full((hi - lo,), n), k, first_query=lo)
     new_buckets = torch.full((out.size(1),), virtual_bucket, dtype=torch.long)
     new_buckets[position] = buckets
     if attr is not None:

@@ -447,7 +447,7 @@ class GraphMultiheadAttention(MessagePassing):
                                             need_weights=need_weights, layout=layout)
             return out, alpha, layout.rowptr.diff() > 0
         if pairs.backend == "dense":
-            out, alpha = dense_attention(q, k, v, pairs.ptr, pairs.key_ptr, causal=pairs.band.right == 0, bias=bias,
+            out, alpha = dense_attention(q, k, v, pairs.ptr, pairs.key_ptr, causal=pairs.band.is_causal_band, bias=bias,
                                          edge_index=pairs.edge_index, dropout_p=dropout_p, need_weights=need_weights)
             batch = ptr_to_batch(pairs.ptr, check=False, num_nodes=q.size(0))
             has_key = pairs.key_ptr.index_select(0, batch + 1) > pairs.key_ptr.index_select(0, batch)

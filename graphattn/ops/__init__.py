@@ -14,8 +14,10 @@ order. Dropout applies whenever ``dropout_p > 0`` (callers pass 0 in evaluation,
 """
 from graphattn.ops.dense import dense_attention
 from graphattn.ops.edges import NORMALIZATIONS, CSRLayout, edge_attention, gathers_messages, keep_transpose, normalize
-from graphattn.ops.flex import BlockSparsity, block_sparsity, flex_attention, flex_available, pattern_block_mask
+from graphattn.ops.flex import (BlockSparsity, EdgeTable, block_sparsity, flex_attention, flex_available,
+                                pattern_block_mask)
 from graphattn.ops.window import window_attention
 
 __all__ = ["dense_attention", "edge_attention", "window_attention", "flex_attention", "normalize", "keep_transpose",
-           "gathers_messages", "CSRLayout", "NORMALIZATIONS", "BlockSparsity", "block_sparsity", "pattern_block_mask", "flex_available"]
+           "gathers_messages", "CSRLayout", "NORMALIZATIONS", "BlockSparsity", "EdgeTable", "block_sparsity",
+           "pattern_block_mask", "flex_available"]

@@ -3,12 +3,13 @@ its structure, and edge biases as a ``score_mod``.
 
 The flex backend of :class:`~graphattn.nn.GraphMultiheadAttention`. A ragged batch is one packed
 sequence (``[1, H, N, D]``, no padding) whose document mask comes from ``ptr``: the pattern's
-:meth:`~graphattn.patterns.Pattern.mask_rule` is False across examples. Which ``(query block,
-key block)`` tiles the kernel visits, and which it may take whole without evaluating the rule,
-comes from the pattern itself (:func:`block_sparsity`): closed forms for runs of keys (dense,
-causal, window, block and their intersections), global tokens and the document mask, and the
-pattern's edges for the rest (random keys, dilated windows, graphs). Building it costs
-``O(N + E_rest)`` time and one ``[N_q / 128, N_k / 128]`` grid, as the ``BlockMask`` itself.
+:meth:`~graphattn.patterns.Pattern.mask_rule` is False across examples, and a pattern without a
+closed-form rule is looked up in a hash table of its edges (:class:`EdgeTable`, :func:`mask_rule`).
+Which ``(query block, key block)`` tiles the kernel visits, and which it may take whole without
+evaluating the rule, comes from the pattern itself (:func:`block_sparsity`): closed forms for runs
+of keys (dense, causal, window, block and their intersections), global tokens and the document
+mask, and the pattern's edges for the rest (random keys, dilated windows, graphs). Building it
+costs ``O(N + E_rest)`` time and one ``[N_q / 128, N_k / 128]`` grid, as the ``BlockMask`` itself.
 
 torch 2.13 runs FlexAttention compiled on CUDA (forward and backward) and on CPU (forward only);
 uncompiled, it is a reference that materialises the ``[H, N_q, N_k]`` scores.
@@ -16,7 +17,6 @@ uncompiled, it is a reference that materialises the ``[H, N_q, N_k]`` scores.
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple, Optional, Union
 
 import torch
@@ -25,14 +25,12 @@ from torch.nn.attention.flex_attention import AuxRequest, BlockMask
 from torch.nn.attention.flex_attention import flex_attention as torch_flex_attention
 
 from graphattn.ops.edges import CSRLayout, edge_scores, edge_softmax
-from graphattn.patterns import Cross, Intersection, Pattern, RangePattern, Union as UnionPattern, as_pattern
-from graphattn.patterns.base import EdgeTable
-from graphattn.patterns.sparse import GlobalTokens
+from graphattn.patterns import BlockSparsity, MaskRule, Pattern, as_pattern
 from graphattn.utils.batch import Layout
 from graphattn.utils.checks import PtrLike, check_int
 
-__all__ = ["BlockSparsity", "block_sparsity", "pattern_block_mask", "flex_attention", "flex_available",
-           "CPU_BACKWARD_ERROR"]
+__all__ = ["BlockSparsity", "EdgeTable", "block_sparsity", "mask_rule", "pattern_block_mask", "flex_attention",
+           "flex_available", "CPU_BACKWARD_ERROR"]
 
 #: why a CPU call with gradients cannot run, as the error says it
 CPU_BACKWARD_ERROR = (
@@ -43,28 +41,6 @@ CPU_BACKWARD_ERROR = (
 BlockSize = Union[int, tuple[int, int]]
 
 
-class BlockSparsity(NamedTuple):
-    """Which tiles of ``[block_q rows, block_k columns]`` a pattern touches, on a grid
-    ``[ceil(N_q / block_q), ceil(N_k / block_k)]``.
-
-    ``touched`` holds every tile with at least one edge (a superset is allowed: the rule masks
-    the rest), ``full`` only complete tiles whose every pair is an edge (a subset is allowed: the
-    rule is then evaluated where it need not be). Union and intersection combine them tile-wise.
-    """
-
-    touched: Tensor  # [nqb, nkb] bool
-    full: Tensor  # [nqb, nkb] bool
-
-    def __or__(self, other: "BlockSparsity") -> "BlockSparsity":
-        return BlockSparsity(self.touched | other.touched, self.full | other.full)
-
-    def __and__(self, other: "BlockSparsity") -> "BlockSparsity":
-        return BlockSparsity(self.touched & other.touched, self.full & other.full)
-
-    def transpose(self) -> "BlockSparsity":
-        return BlockSparsity(self.touched.t(), self.full.t())
-
-
 def _sizes(block_size: BlockSize) -> tuple[int, int]:
     if isinstance(block_size, tuple) and len(block_size) == 2:
         return check_int("block_size[0]", block_size[0], 1), check_int("block_size[1]", block_size[1], 1)
@@ -72,48 +48,84 @@ def _sizes(block_size: BlockSize) -> tuple[int, int]:
     return size, size
 
 
-def _cover(rows: Tensor, first: Tensor, last: Tensor, grid: tuple[int, int]) -> Tensor:
-    """``[row blocks, column blocks]`` int32: how many rows of each row block cover each
-    column block, where row ``r`` (of block ``rows[r]``) covers column blocks ``first..last``.
-    A difference array along the columns, summed: ``O(rows + grid)``, however long the runs."""
-    num_rb, num_cb = grid
-    keep = last >= first
-    rows, first, last = rows[keep], first[keep], last[keep]
-    diff = torch.zeros(num_rb * (num_cb + 1), dtype=torch.int32, device=rows.device)
-    ones = torch.ones_like(rows, dtype=torch.int32)
-    diff.index_add_(0, rows * (num_cb + 1) + first, ones)
-    diff.index_add_(0, rows * (num_cb + 1) + last + 1, -ones)
-    return diff.view(num_rb, num_cb + 1).cumsum(1, dtype=torch.int32)[:, :num_cb]
+class EdgeTable(NamedTuple):
+    """Edges as a hash table, for membership and position tests inside a kernel.
+
+    The pointwise form of a pattern that has no closed one (graph patterns, patterns of one's
+    own). Written here because FlexAttention needs a lookup that a compiled kernel can inline:
+    each pair ``(i, j)`` becomes one int64 ``i << 32 | j``, hashed (Fibonacci hashing) into a
+    table with linear probing; :meth:`find` checks the ``probes`` slots from the hash, each
+    independent of the others. (A binary search over sorted keys chains its steps, and
+    inductor's CPU FlexAttention template inlines such chains without sharing them: compiling
+    took 12, 16, 29 and 204 s for 1 to 4 steps, 11 s for 8 independent probes;
+    ``benchmarks/flex_compile.py``.) About 32 bytes an edge.
+    """
+
+    keys: Tensor  # [M + probes] the pair stored in each slot, -1 for none
+    ids: Tensor  # [M + probes] its position in the sorted edge list (0 for none)
+    bits: Tensor  # () M = 2 ** bits slots for the hashes, at most half full (a tensor: no kernel depends on it)
+    probes: int  # slots a lookup checks: the largest displacement + 1, rounded up to a power of 2
+
+    @staticmethod
+    def of(edge_index: Tensor) -> "EdgeTable":
+        """The table of ``edge_index [2, E]`` (row 0 key ``j``, row 1 query ``i``, no duplicates)."""
+        num_edges = edge_index.size(1)
+        bits = max(2 * num_edges - 1, 1).bit_length()
+        pairs = edge_index[1] << 32 | edge_index[0]
+        hashes = _hash(pairs, bits)
+        order = torch.argsort(hashes, stable=True)
+        sorted_hashes, rank = hashes[order], torch.arange(num_edges, device=pairs.device)
+        # Linear probing without wrap-around, all at once: in hash order, each pair takes the first
+        # free slot at or after its hash, i.e. slot_k = k + max over l <= k of (hash_l - l).
+        slots = rank + torch.cummax(sorted_hashes - rank, 0).values if num_edges else rank
+        probes = 1 << (int((slots - sorted_hashes).max()) if num_edges else 0).bit_length()
+        size = (1 << bits) + probes
+        keys = torch.full((size,), -1, dtype=torch.long, device=pairs.device)
+        ids = torch.zeros(size, dtype=torch.long, device=pairs.device)
+        keys[slots], ids[slots] = pairs[order], order
+        return EdgeTable(keys, ids, torch.tensor(bits, device=pairs.device), probes)
+
+    def find(self, i: Tensor, j: Tensor) -> tuple[Tensor, Tensor]:
+        """``(found, position)``: whether ``(j, i)`` is an edge (key ``j``, query ``i``), and its
+        position in the sorted edge list (0 where it is none)."""
+        pair = i.long() << 32 | j.long()
+        start = _hash(pair, self.bits)
+        found, position = None, None
+        for probe in range(self.probes):
+            hit = self.keys[start + probe] == pair
+            here = torch.where(hit, self.ids[start + probe], 0)
+            found, position = (hit, here) if found is None else (found | hit, position + here)
+        return found, position
+
+    def rule(self, i: Tensor, j: Tensor) -> Tensor:
+        """The :data:`MaskRule` of the table."""
+        return self.find(i, j)[0]
+
+    def position(self, i: Tensor, j: Tensor) -> Tensor:
+        """Where ``(j, i)`` sits in the sorted edge list (0 where it is no edge)."""
+        return self.find(i, j)[1]
 
 
-def _run_blocks(lo: Tensor, hi: Tensor, num_cols: int, block_rows: int, block_cols: int) -> BlockSparsity:
-    """Tiles of a pattern where row ``r`` attends the columns ``lo[r] <= c < hi[r]``."""
-    grid = (math.ceil(lo.numel() / block_rows), math.ceil(num_cols / block_cols))
-    rows = torch.arange(lo.numel(), device=lo.device) // block_rows
-    first = torch.div(lo, block_cols, rounding_mode="floor")
-    last = torch.where(hi > lo, torch.div(hi - 1, block_cols, rounding_mode="floor"), first - 1)  # empty: none
-    touched = _cover(rows, first, last, grid) > 0
-    # A tile is full when all block_rows rows cover it completely: column blocks inside [lo, hi).
-    full_first = torch.div(lo + block_cols - 1, block_cols, rounding_mode="floor")
-    full = _cover(rows, full_first, torch.div(hi, block_cols, rounding_mode="floor") - 1, grid) == block_rows
-    return BlockSparsity(touched, full)
+def _hash(pairs: Tensor, bits) -> Tensor:
+    """Fibonacci hashing: the top ``bits`` (an int or a 0-d tensor) bits of ``pairs * 2^64 / golden
+    ratio`` (wrapping); the mask clears the sign bits of the arithmetic shift."""
+    return ((pairs * -7046029254386353131) >> (64 - bits)) & ((1 << bits) - 1)
 
 
-def _edge_blocks(edge_index: Tensor, num_q: int, num_k: int, block_q: int, block_k: int) -> BlockSparsity:
-    """Tiles of any edge list, by counting its edges per tile (edges are unique)."""
-    num_qb, num_kb = math.ceil(num_q / block_q), math.ceil(num_k / block_k)
-    tile = torch.div(edge_index[1], block_q, rounding_mode="floor") * num_kb + \
-        torch.div(edge_index[0], block_k, rounding_mode="floor")
-    counts = torch.bincount(tile, minlength=num_qb * num_kb).view(num_qb, num_kb)
-    return BlockSparsity(counts > 0, counts == block_q * block_k)
+def mask_rule(pattern: Pattern, query: Layout, key: Layout) -> MaskRule:
+    """The pattern's :meth:`~graphattn.patterns.Pattern.mask_rule`, or, where it has no closed
+    form (graphs, patterns of one's own, unions with such a part), a lookup of each pair in an
+    :class:`EdgeTable` of its edges: every pattern has a rule. True = may attend."""
+    rule = pattern.mask_rule(query, key)
+    return rule if rule is not None else EdgeTable.of(pattern.build_edges(query, key)).rule
 
 
 def block_sparsity(pattern: Pattern, query: Layout, key: Layout, block_size: BlockSize = 128) -> BlockSparsity:
     """The tiles a pattern touches and fills on the layouts ``query`` and ``key``
-    (from :meth:`~graphattn.patterns.Pattern.layouts`), without its edges where a closed form
-    exists: runs of keys (:class:`~graphattn.patterns.RangePattern`: dense, causal, window,
-    block, their intersections, in cross-attention too), global tokens (the runs of their rows
-    and of their columns), unions and intersections of those; the edges of anything else.
+    (from :meth:`~graphattn.patterns.Pattern.layouts`), as the pattern answers
+    (:meth:`~graphattn.patterns.Pattern.block_sparsity`): without its edges where a closed form
+    exists (runs of keys: dense, causal, window, block, their intersections, in cross-attention
+    too; global tokens; unions and intersections of those), from its edges otherwise.
 
     Args:
         pattern (Pattern): the attention pattern.
@@ -124,25 +136,7 @@ def block_sparsity(pattern: Pattern, query: Layout, key: Layout, block_size: Blo
         :class:`BlockSparsity` on the grid ``[ceil(N_q / block_q), ceil(N_k / block_k)]``.
     """
     block_q, block_k = _sizes(block_size)
-    if isinstance(pattern, Cross):
-        return block_sparsity(pattern.pattern, query, key, block_size)
-    if isinstance(pattern, UnionPattern):
-        return block_sparsity(pattern.a, query, key, block_size) | block_sparsity(pattern.b, query, key, block_size)
-    if isinstance(pattern, Intersection):
-        return block_sparsity(pattern.a, query, key, block_size) & block_sparsity(pattern.b, query, key, block_size)
-    if isinstance(pattern, RangePattern):
-        lo, hi = pattern.key_ranges(query, key)
-        return _run_blocks(lo, hi, key.num_nodes, block_q, block_k)
-    if isinstance(pattern, GlobalTokens):
-        indices = torch.tensor(pattern.indices, dtype=torch.long, device=query.ptr.device)
-        # Global queries read their example's keys; global keys are read by their example's queries.
-        q_global, k_global = torch.isin(query.pos, indices), torch.isin(key.pos, indices)
-        rows = _run_blocks(torch.where(q_global, key.ptr[query.batch], 0),
-                           torch.where(q_global, key.ptr[query.batch + 1], 0), key.num_nodes, block_q, block_k)
-        cols = _run_blocks(torch.where(k_global, query.ptr[key.batch], 0),
-                           torch.where(k_global, query.ptr[key.batch + 1], 0), query.num_nodes, block_k, block_q)
-        return rows | cols.transpose()
-    return _edge_blocks(pattern.build_edges(query, key), query.num_nodes, key.num_nodes, block_q, block_k)
+    return pattern.block_sparsity(query, key, block_q, block_k)
 
 
 def _ordered(tiles: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,7 +149,7 @@ def _ordered(tiles: Tensor) -> tuple[Tensor, Tensor]:
 
 def _block_mask(pattern: Pattern, query: Layout, key: Layout, block_size: BlockSize) -> BlockMask:
     block_q, block_k = _sizes(block_size)
-    rule = pattern.mask_rule(query, key)
+    rule = mask_rule(pattern, query, key)
 
     def mask_mod(b, h, q_idx, kv_idx):
         return rule(q_idx, kv_idx)

@@ -32,10 +32,11 @@ Modules: :mod:`~graphattn.patterns.base` (Pattern, union, intersection, how to w
 :mod:`~graphattn.patterns.hops` (breadth-first expansion in O(pairs)), :mod:`~graphattn.patterns.expander`
 (random regular expanders, Exphormer), :mod:`~graphattn.patterns.virtual` (virtual nodes: ``graph|expander|virtual``
 is BigBird on graphs), :mod:`~graphattn.patterns.cross`, :mod:`~graphattn.patterns.reach` (statistics),
+:mod:`~graphattn.patterns.tiles` (the tiles of a mask that block-sparse kernels visit),
 :mod:`~graphattn.patterns.parse` (the grammar).
 """
 from graphattn.patterns.bands import Band, RangePattern, block, causal, dense, window
-from graphattn.patterns.base import EdgeTable, Intersection, MaskRule, Pattern, Union, check_pattern
+from graphattn.patterns.base import Intersection, MaskRule, Pattern, Union, check_pattern
 from graphattn.patterns.cross import Cross, cross
 from graphattn.patterns.expander import Expander, expander
 from graphattn.patterns.graph import GraphPattern, graph, khop
@@ -43,13 +44,16 @@ from graphattn.patterns.hops import hop_counts, hop_expansion
 from graphattn.patterns.parse import NAMES, as_pattern, parse
 from graphattn.patterns.reach import bfs_reach
 from graphattn.patterns.sparse import bigbird, dilated, global_tokens, random
-from graphattn.patterns.virtual import VirtualNodes, add_virtual_nodes, split_virtual, virtual_nodes, virtual_pairs
+from graphattn.patterns.tiles import BlockSparsity
+from graphattn.patterns.virtual import (VirtualNodes, add_virtual_nodes, insert_virtual_keys, split_virtual,
+                                       virtual_nodes, virtual_pairs)
 from graphattn.utils.checks import check_ptr
 
 __all__ = [
     "Pattern", "RangePattern", "Band", "Union", "Intersection", "Cross", "GraphPattern", "Expander", "VirtualNodes",
-    "MaskRule", "EdgeTable",
+    "MaskRule", "BlockSparsity",
     "dense", "causal", "window", "dilated", "block", "global_tokens", "random", "bigbird", "graph", "khop", "cross",
-    "expander", "virtual_nodes", "split_virtual", "virtual_pairs", "add_virtual_nodes", "hop_expansion", "hop_counts",
+    "expander", "virtual_nodes", "split_virtual", "virtual_pairs", "insert_virtual_keys", "add_virtual_nodes",
+    "hop_expansion", "hop_counts",
     "parse", "as_pattern", "NAMES", "check_pattern", "check_ptr", "bfs_reach",
 ]

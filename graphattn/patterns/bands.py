@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from graphattn.patterns.base import Pattern, combined_repr
+from graphattn.patterns.tiles import run_blocks
 from graphattn.utils.batch import Layout
 from graphattn.utils.checks import check_int
 from graphattn.utils.edges import expand_ranges
@@ -44,6 +45,10 @@ class RangePattern(Pattern):
     def mask_rule(self, query, key):
         lo, hi = self.key_ranges(query, key)
         return lambda i, j: (j >= lo[i]) & (j < hi[i])
+
+    def block_sparsity(self, query, key, block_q, block_k):
+        lo, hi = self.key_ranges(query, key)  # a closed form: the runs, without their edges
+        return run_blocks(lo, hi, key.num_nodes, block_q, block_k)
 
     def simplify_intersection(self, other):
         if isinstance(other, RangePattern):
@@ -78,10 +83,6 @@ class Band(RangePattern):
     def __init__(self, left: Optional[int] = None, right: Optional[int] = None):
         self.left = None if left is None else check_int("left", left, 0)
         self.right = None if right is None else check_int("right", right, 0)
-
-    @property
-    def is_dense(self) -> bool:
-        return self.left is None and self.right is None
 
     def as_band(self) -> "Band":
         return self

@@ -21,25 +21,41 @@ Writing a pattern of your own takes one method; the others are optional hooks::
 
 ``query`` and ``key`` are :class:`~graphattn.utils.Layout`\ s (``ptr``, ``sizes``, per-node
 ``batch`` and ``pos``, and the batch's ``graph`` if it has one), the same object for
-self-attention. Optional hooks: :meth:`allows` (membership of given pairs; default: a search in
-:meth:`build_edges`), :meth:`mask_rule` (the pattern as a pointwise rule, for FlexAttention;
-default: a search in the edges), :meth:`closed_form_reach` and :meth:`has_hub` (faster
-statistics), and the class attributes ``position_based`` (False when the pattern reads a graph)
-and ``bipartite``.
+self-attention. Kernels, layers and applications never test a pattern's class: they ask it, and
+every question has a default answer, so a pattern of one's own runs everywhere its answers allow.
+The optional hooks:
+
+* :meth:`allows`: membership of given pairs (default: a search in :meth:`build_edges`);
+* :meth:`mask_rule`: the pattern as a pointwise rule, for FlexAttention (default: None, no
+  closed form: the flex kernel then looks pairs up in the edges);
+* :meth:`block_sparsity`: the tiles of the mask a block-sparse kernel visits (default: the edges
+  counted per tile);
+* :meth:`as_band`: the :class:`~graphattn.patterns.Band` the pattern is, if any (default: None);
+  a band runs on the dense and window kernels, and :attr:`is_causal_band` and :attr:`is_dense`
+  follow from it;
+* :meth:`graph_radius` and :meth:`hop_pairs`: how many hops of the batch's graph its pairs span,
+  and its pairs with their hop counts where its construction yields them (default: None, it
+  follows no graph); :attr:`expands` says its pairs are a multi-hop expansion, built per chunk
+  of queries on a large graph (default: False);
+* :meth:`closed_form_reach` and :meth:`has_hub`: faster statistics;
+* :meth:`simplify_union` and :meth:`simplify_intersection`: a simpler pattern for ``|`` and ``&``;
+* the class attributes ``position_based`` (False when the pattern reads a graph), ``bipartite``
+  (cross-attention) and ``contiguous`` (each query attends one run of keys).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
 from graphattn.patterns.reach import reach
+from graphattn.patterns.tiles import BlockSparsity, edge_blocks
 from graphattn.utils.batch import Layout, layouts
 from graphattn.utils.checks import PtrLike, check_edge_index, check_int
 from graphattn.utils.edges import edge_keys, merge_edges, sorted_isin
 
-__all__ = ["Pattern", "Union", "Intersection", "check_pattern", "combined_repr", "MaskRule", "EdgeTable"]
+__all__ = ["Pattern", "Union", "Intersection", "check_pattern", "combined_repr", "MaskRule"]
 
 #: ``rule(i, j) -> bool``: True where query ``i`` may attend key ``j`` (global indices, int64
 #: tensors of one shape); see :meth:`Pattern.mask_rule`
@@ -55,6 +71,10 @@ class Pattern:
     bipartite: bool = False
     #: every query attends one contiguous run of keys (see :class:`~graphattn.patterns.RangePattern`)
     contiguous: bool = False
+    #: its pairs are a multi-hop expansion of a graph (``khop:k``, ``k > 1``), far more than the
+    #: graph's edges: whole-graph inference builds them per chunk of queries, through
+    #: :meth:`hop_pairs` (which a pattern that sets it implements)
+    expands: bool = False
 
     # -- public API ---------------------------------------------------------------------
 
@@ -69,6 +89,12 @@ class Pattern:
         decoding needs. Wider than :attr:`Band.is_causal`, which is only the unbounded one."""
         band = self.as_band()
         return band is not None and band.right == 0
+
+    @property
+    def is_dense(self) -> bool:
+        """Every query attends every key of its example, as far as :meth:`as_band` tells."""
+        band = self.as_band()
+        return band is not None and band.left is None and band.right is None
 
     def edge_index(self, ptr: PtrLike, key_ptr: Optional[PtrLike] = None, graph: Optional[Tensor] = None) -> Tensor:
         """Edges of the pattern on the batch ``ptr``.
@@ -183,7 +209,7 @@ class Pattern:
         ref = edge_keys(self.build_edges(query, key), key.num_nodes)
         return sorted_isin(dst * max(key.num_nodes, 1) + src, ref)
 
-    def mask_rule(self, query: Layout, key: Layout) -> MaskRule:
+    def mask_rule(self, query: Layout, key: Layout) -> Optional[MaskRule]:
         """The pattern as a pointwise rule: ``rule(i, j)`` is True where query ``i`` may attend key ``j``.
 
         ``i`` and ``j`` are global query and key indices (int64 tensors of one shape, or
@@ -192,10 +218,32 @@ class Pattern:
         gathers from tensors computed here, no Python branch on values, so that ``torch.vmap``
         and ``torch.compile`` (a GPU kernel) can run it. Polarity: True = may attend.
 
-        The default looks the pair up in a hash table of :meth:`build_edges` (:class:`EdgeTable`):
-        any pattern has a rule. Patterns with a closed form override it.
+        The default is None, no closed form: the flex kernel then looks pairs up in a hash table
+        of :meth:`build_edges` (:func:`graphattn.ops.flex.mask_rule`), so any pattern has a rule.
         """
-        return EdgeTable.of(self.build_edges(query, key)).rule
+        return None
+
+    def block_sparsity(self, query: Layout, key: Layout, block_q: int, block_k: int) -> BlockSparsity:
+        """Which ``[block_q, block_k]`` tiles of the ``[N_q, N_k]`` mask hold an edge, and which
+        are full (see :class:`~graphattn.patterns.tiles.BlockSparsity`): what FlexAttention's
+        ``BlockMask`` needs. The default counts the edges of :meth:`build_edges` per tile (exact);
+        patterns with a closed form answer without their edges."""
+        return edge_blocks(self.build_edges(query, key), query.num_nodes, key.num_nodes, block_q, block_k)
+
+    def graph_radius(self) -> Optional[int]:
+        """The most hops of the batch's graph between the two ends of a pair, for a pattern that
+        follows the graph (``graph``: 1, ``khop:k``: k, a union: its widest graph part), or None
+        (the default: it follows no graph). A hop search for its pairs need go no deeper."""
+        return None
+
+    def hop_pairs(self, query: Layout, queries: Optional[Tensor] = None,
+                  max_pairs: Optional[int] = None) -> Optional[tuple[Tensor, Tensor]]:
+        """``(pairs [2, E], hops [E] uint8)``: the pattern's pairs of the sorted, distinct query
+        nodes ``queries`` (default: all) and the hops from key to query along the graph it
+        follows, where its own construction yields them (``graph``, ``khop``); more than
+        ``max_pairs`` pairs raise a ``ValueError``. None (the default): callers count hops
+        themselves (:func:`~graphattn.patterns.hops.hop_counts`)."""
+        return None
 
     def closed_form_reach(self, n: int, num_layers: int) -> Optional[tuple[float, Tensor]]:
         """``(max path length, receptive field [n])`` of one example of length ``n``, if known."""
@@ -266,7 +314,16 @@ class Union(Pattern):
 
     def mask_rule(self, query, key):
         rule_a, rule_b = self.a.mask_rule(query, key), self.b.mask_rule(query, key)
+        if rule_a is None or rule_b is None:  # a part without a closed form: the whole is looked up
+            return None
         return lambda i, j: rule_a(i, j) | rule_b(i, j)
+
+    def block_sparsity(self, query, key, block_q, block_k):
+        return self.a.block_sparsity(query, key, block_q, block_k) | self.b.block_sparsity(query, key, block_q, block_k)
+
+    def graph_radius(self):
+        radii = [r for r in (self.a.graph_radius(), self.b.graph_radius()) if r is not None]
+        return max(radii) if radii else None
 
     def has_hub(self, n):
         return self.a.has_hub(n) or self.b.has_hub(n)
@@ -295,71 +352,12 @@ class Intersection(Pattern):
 
     def mask_rule(self, query, key):
         rule_a, rule_b = self.a.mask_rule(query, key), self.b.mask_rule(query, key)
+        if rule_a is None or rule_b is None:
+            return None
         return lambda i, j: rule_a(i, j) & rule_b(i, j)
+
+    def block_sparsity(self, query, key, block_q, block_k):
+        return self.a.block_sparsity(query, key, block_q, block_k) & self.b.block_sparsity(query, key, block_q, block_k)
 
     def __repr__(self):
         return combined_repr(self.a, "&", self.b)
-
-
-class EdgeTable(NamedTuple):
-    """Edges as a hash table, for membership and position tests inside a kernel.
-
-    The pointwise form of a pattern that has no closed one (graph patterns, patterns of one's
-    own). Written here because FlexAttention needs a lookup that a compiled kernel can inline:
-    each pair ``(i, j)`` becomes one int64 ``i << 32 | j``, hashed (Fibonacci hashing) into a
-    table with linear probing; :meth:`find` checks the ``probes`` slots from the hash, each
-    independent of the others. (A binary search over sorted keys chains its steps, and
-    inductor's CPU FlexAttention template inlines such chains without sharing them: compiling
-    took 12, 16, 29 and 204 s for 1 to 4 steps, 11 s for 8 independent probes;
-    ``benchmarks/flex_compile.py``.) About 32 bytes an edge.
-    """
-
-    keys: Tensor  # [M + probes] the pair stored in each slot, -1 for none
-    ids: Tensor  # [M + probes] its position in the sorted edge list (0 for none)
-    bits: Tensor  # () M = 2 ** bits slots for the hashes, at most half full (a tensor: no kernel depends on it)
-    probes: int  # slots a lookup checks: the largest displacement + 1, rounded up to a power of 2
-
-    @staticmethod
-    def of(edge_index: Tensor) -> "EdgeTable":
-        """The table of ``edge_index [2, E]`` (row 0 key ``j``, row 1 query ``i``, no duplicates)."""
-        num_edges = edge_index.size(1)
-        bits = max(2 * num_edges - 1, 1).bit_length()
-        pairs = edge_index[1] << 32 | edge_index[0]
-        hashes = _hash(pairs, bits)
-        order = torch.argsort(hashes, stable=True)
-        sorted_hashes, rank = hashes[order], torch.arange(num_edges, device=pairs.device)
-        # Linear probing without wrap-around, all at once: in hash order, each pair takes the first
-        # free slot at or after its hash, i.e. slot_k = k + max over l <= k of (hash_l - l).
-        slots = rank + torch.cummax(sorted_hashes - rank, 0).values if num_edges else rank
-        probes = 1 << (int((slots - sorted_hashes).max()) if num_edges else 0).bit_length()
-        size = (1 << bits) + probes
-        keys = torch.full((size,), -1, dtype=torch.long, device=pairs.device)
-        ids = torch.zeros(size, dtype=torch.long, device=pairs.device)
-        keys[slots], ids[slots] = pairs[order], order
-        return EdgeTable(keys, ids, torch.tensor(bits, device=pairs.device), probes)
-
-    def find(self, i: Tensor, j: Tensor) -> tuple[Tensor, Tensor]:
-        """``(found, position)``: whether ``(j, i)`` is an edge (key ``j``, query ``i``), and its
-        position in the sorted edge list (0 where it is none)."""
-        pair = i.long() << 32 | j.long()
-        start = _hash(pair, self.bits)
-        found, position = None, None
-        for probe in range(self.probes):
-            hit = self.keys[start + probe] == pair
-            here = torch.where(hit, self.ids[start + probe], 0)
-            found, position = (hit, here) if found is None else (found | hit, position + here)
-        return found, position
-
-    def rule(self, i: Tensor, j: Tensor) -> Tensor:
-        """The :data:`MaskRule` of the table."""
-        return self.find(i, j)[0]
-
-    def position(self, i: Tensor, j: Tensor) -> Tensor:
-        """Where ``(j, i)`` sits in the sorted edge list (0 where it is no edge)."""
-        return self.find(i, j)[1]
-
-
-def _hash(pairs: Tensor, bits) -> Tensor:
-    """Fibonacci hashing: the top ``bits`` (an int or a 0-d tensor) bits of ``pairs * 2^64 / golden
-    ratio`` (wrapping); the mask clears the sign bits of the arithmetic shift."""
-    return ((pairs * -7046029254386353131) >> (64 - bits)) & ((1 << bits) - 1)

@@ -30,6 +30,9 @@ class Cross(Pattern):
     def mask_rule(self, query, key):
         return self.pattern.mask_rule(query, key)
 
+    def block_sparsity(self, query, key, block_q, block_k):
+        return self.pattern.block_sparsity(query, key, block_q, block_k)
+
     def as_band(self):
         return self.pattern.as_band()
 

@@ -50,15 +50,28 @@ class GraphPattern(Pattern):
             raise ValueError("edge_index has edges between different examples of ptr")
         return edge_index
 
+    @property
+    def expands(self) -> bool:
+        return self.k > 1
+
     def build_edges(self, query, key):
+        return self.hop_pairs(query)[0]
+
+    def graph_radius(self):
+        return self.k
+
+    def hop_pairs(self, query, queries=None, max_pairs=None):
         edge_index = self.graph_edges(query)
         n = query.num_nodes
-        if self.k == 1:
-            if self.self_loops:
-                loops = torch.arange(n, device=edge_index.device).expand(2, n)
-                edge_index = torch.cat([edge_index, loops], 1)
-            return coalesce_edges(edge_index, n)
-        return hop_expansion(edge_index, n, self.k)[0]
+        if self.k > 1:
+            return hop_expansion(edge_index, n, self.k, queries, max_pairs=max_pairs)
+        if self.self_loops:
+            loops = torch.arange(n, device=edge_index.device).expand(2, n)
+            edge_index = torch.cat([edge_index, loops], 1)
+        pairs = coalesce_edges(edge_index, n)
+        if queries is not None:
+            pairs = pairs[:, torch.isin(pairs[1], queries)]
+        return pairs, (pairs[0] != pairs[1]).to(torch.uint8)
 
     def __repr__(self):
         name = "graph" + ("" if self.self_loops else ":0") if self.k == 1 else f"khop:{self.k}"

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from graphattn.patterns.bands import Band
 from graphattn.patterns.base import Pattern
+from graphattn.patterns.tiles import run_blocks
 from graphattn.utils.checks import check_int
 from graphattn.utils.edges import candidates_to_edges, expand_ranges, merge_edges
 
@@ -110,6 +111,15 @@ class GlobalTokens(Pattern):
         q_global, k_global = self._is_global(query.pos), self._is_global(key.pos)
         q_batch, k_batch = query.batch, key.batch
         return lambda i, j: (q_batch[i] == k_batch[j]) & (q_global[i] | k_global[j])
+
+    def block_sparsity(self, query, key, block_q, block_k):
+        # Global queries read their example's keys; global keys are read by their example's queries.
+        q_global, k_global = self._is_global(query.pos), self._is_global(key.pos)
+        rows = run_blocks(torch.where(q_global, key.ptr[query.batch], 0),
+                          torch.where(q_global, key.ptr[query.batch + 1], 0), key.num_nodes, block_q, block_k)
+        cols = run_blocks(torch.where(k_global, query.ptr[key.batch], 0),
+                          torch.where(k_global, query.ptr[key.batch + 1], 0), query.num_nodes, block_k, block_q)
+        return rows | cols.transpose()
 
     def has_hub(self, n):
         return bool(self.indices) and self.indices[0] < n

@@ -27,7 +27,8 @@ from graphattn.utils.batch import Layout, ptr_to_batch
 from graphattn.utils.checks import PtrLike, check_edge_index, check_int, check_ptr
 from graphattn.utils.edges import expand_ranges, merge_edges
 
-__all__ = ["VirtualNodes", "virtual_nodes", "split_virtual", "virtual_pairs", "add_virtual_nodes"]
+__all__ = ["VirtualNodes", "virtual_nodes", "split_virtual", "virtual_pairs", "insert_virtual_keys",
+           "add_virtual_nodes"]
 
 
 class VirtualNodes(Pattern):
@@ -108,23 +109,48 @@ def virtual_pairs(ptr: PtrLike, k: int, pairs: Optional[Tensor] = None) -> tuple
     pairs = torch.empty(2, 0, dtype=torch.long, device=device) if pairs is None else check_edge_index(pairs, "pairs")
     batch = ptr_to_batch(ptr, check=False)
     first_virtual = n + torch.arange(num_examples, device=device) * k  # [B]
-    total_virtual = num_examples * k
+    # Real queries read their real keys, then their example's virtual ones.
+    real, position = insert_virtual_keys(pairs, first_virtual[batch], k)
     # Virtual queries read their example's real nodes, then its virtual nodes.
     example = torch.arange(num_examples, device=device).repeat_interleave(k)
     from_virtual = merge_edges(expand_ranges(ptr[example], ptr[example + 1]),
-                               expand_ranges(first_virtual[example], first_virtual[example] + k), n + total_virtual)
+                               expand_ranges(first_virtual[example], first_virtual[example] + k), n + num_examples * k)
     from_virtual[1] += n
-    num_pairs = pairs.size(1)
-    out = torch.empty(2, num_pairs + n * k + from_virtual.size(1), dtype=torch.long, device=device)
-    # Real query i: its P_i real pairs, then its k virtual keys (P_i + k columns from rowptr[i] + k i).
-    rowptr = index2ptr(pairs[1], n) if num_pairs else torch.zeros(n + 1, dtype=torch.long, device=device)
-    position = torch.arange(num_pairs, device=device) + k * pairs[1]
+    return torch.cat([real, from_virtual], 1), position
+
+
+def insert_virtual_keys(pairs: Tensor, first_virtual: Tensor, k: int, first_query: int = 0) -> tuple[Tensor, Tensor]:
+    r"""Real pairs with every query's ``k`` virtual keys inserted after its real keys.
+
+    The queries are the ``Q = first_virtual.numel()`` nodes ``first_query .. first_query + Q - 1``;
+    query ``first_query + q`` reads the virtual keys ``first_virtual[q] .. first_virtual[q] + k - 1``
+    after its keys in ``pairs``, which keep their order: numbered after the real nodes, the
+    virtual keys sort last, so the result is sorted by query then key without a sort. The one
+    place virtual keys are inserted: :func:`virtual_pairs` for a batch, layer-wise inference for a
+    chunk of queries.
+
+    Args:
+        pairs (LongTensor): real pairs :math:`(2, P)` of those queries, sorted by query then key.
+        first_virtual (LongTensor): :math:`(Q)` each query's first virtual key.
+        k (int): virtual keys per query.
+        first_query (int, optional): the first query's node. (default: :obj:`0`)
+
+    Returns:
+        ``(pairs' (2, P + Q k), position (P,))``: the pairs with the virtual keys, and the column
+        of each given pair in them.
+    """
+    k = check_int("k", k, 1)
+    count, num_pairs, device = first_virtual.numel(), pairs.size(1), first_virtual.device
+    local = pairs[1] - first_query
+    out = torch.empty(2, num_pairs + count * k, dtype=torch.long, device=device)
+    # Query q: its P_q real pairs, then its k virtual keys (P_q + k columns from rowptr[q] + k q).
+    rowptr = index2ptr(local, count) if num_pairs else torch.zeros(count + 1, dtype=torch.long, device=device)
+    position = torch.arange(num_pairs, device=device) + k * local
     out[:, position] = pairs
-    nodes = torch.arange(n, device=device)
-    slots = (rowptr[1:] + k * nodes).unsqueeze(1) + torch.arange(k, device=device)  # [N, k]
-    out[0, slots.flatten()] = (first_virtual[batch].unsqueeze(1) + torch.arange(k, device=device)).flatten()
-    out[1, slots.flatten()] = nodes.repeat_interleave(k)
-    out[:, num_pairs + n * k:] = from_virtual
+    slots = ((rowptr[1:] + k * torch.arange(count, device=device)).unsqueeze(1) +
+             torch.arange(k, device=device)).flatten()  # [Q k]
+    out[0, slots] = (first_virtual.unsqueeze(1) + torch.arange(k, device=device)).flatten()
+    out[1, slots] = (first_query + torch.arange(count, device=device)).repeat_interleave(k)
     return out, position
 
 

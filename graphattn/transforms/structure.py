@@ -22,12 +22,11 @@ from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import degree
 
 from graphattn import patterns as P
-from graphattn.patterns.graph import GraphPattern
-from graphattn.patterns.hops import hop_counts, hop_expansion
+from graphattn.patterns.hops import hop_counts
 from graphattn.patterns.virtual import split_virtual
 from graphattn.utils.batch import Layout, graph_layout
 from graphattn.utils.checks import check_edge_index, check_graph_data, check_int, eager_only
-from graphattn.utils.edges import coalesce_edges, edge_keys
+from graphattn.utils.edges import edge_keys
 
 __all__ = ["GraphStructure", "PAIR_ATTRS", "pattern_pairs", "pair_edge_ids", "pair_edge_ids_of_batch",
            "pattern_edge_attr", "shortest_path_buckets", "edge_fingerprint", "check_fingerprint"]
@@ -128,36 +127,16 @@ def pattern_pairs(pattern, ptr: Tensor, edge_index: Tensor, max_distance: int,
     if rest is None:
         empty = torch.empty(2, 0, dtype=torch.long, device=ptr.device)
         return empty, torch.empty(0, dtype=torch.uint8, device=ptr.device)
-    if isinstance(rest, GraphPattern):
-        query, _ = rest.layouts(ptr, graph=edge_index)
-        graph = rest.graph_edges(query)
-        if rest.k == 1:
-            pairs = _graph_pairs(graph, num_nodes, rest.self_loops)
-            return pairs, (pairs[0] != pairs[1]).to(torch.uint8)
-        pairs, hops = hop_expansion(graph, num_nodes, rest.k, max_pairs=max_pairs)
+    query, _ = rest.layouts(ptr, graph=None if rest.position_based else edge_index)
+    own = rest.hop_pairs(query, max_pairs=max_pairs)  # graph, khop: pairs and hops from one expansion
+    if own is not None:
+        pairs, hops = own
         return pairs, hops.clamp_(max=max_distance + 1)
-    pairs = rest.edge_index(ptr, graph=None if rest.position_based else edge_index)
-    radius = _graph_radius(rest)
+    pairs = rest.build_edges(query, query)
+    radius = rest.graph_radius()
     depth = max_distance if radius is None else min(max_distance, radius)
     buckets = hop_counts(edge_index, pairs, num_nodes, depth)
     return pairs, torch.where(buckets > depth, max_distance + 1, buckets).to(torch.uint8)
-
-
-def _graph_radius(pattern) -> Optional[int]:
-    """The largest ``k`` of the graph patterns joined by union in ``pattern`` (None: none)."""
-    if isinstance(pattern, GraphPattern):
-        return pattern.k
-    if isinstance(pattern, P.Union):
-        radii = [r for r in (_graph_radius(pattern.a), _graph_radius(pattern.b)) if r is not None]
-        return max(radii) if radii else None
-    return None
-
-
-def _graph_pairs(graph: Tensor, num_nodes: int, self_loops: bool) -> Tensor:
-    if self_loops:
-        loops = torch.arange(num_nodes, device=graph.device).expand(2, num_nodes)
-        graph = torch.cat([graph, loops], 1)
-    return coalesce_edges(graph, num_nodes)
 
 
 def _edge_ptr(batch: Tensor, num_graphs: int, edge_index: Tensor) -> Tensor:

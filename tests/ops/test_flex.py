@@ -13,8 +13,8 @@ import torch
 import graphattn.nn.attention as attention_module
 from graphattn import GraphMultiheadAttention
 from graphattn import patterns as P
-from graphattn.ops import block_sparsity, flex_attention, pattern_block_mask
-from graphattn.patterns.base import EdgeTable
+from graphattn.ops import EdgeTable, block_sparsity, flex_attention, pattern_block_mask
+from graphattn.ops.flex import mask_rule
 from graphattn.utils.batch import ptr_to_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -104,8 +104,11 @@ def test_mask_rule_is_the_dense_mask(name):
     query, key = pattern.layouts(ptr, key_ptr, graph)
     i = torch.arange(query.num_nodes).view(-1, 1)
     j = torch.arange(key.num_nodes).view(1, -1)
-    rule = pattern.mask_rule(query, key)(i.expand(-1, key.num_nodes), j.expand(query.num_nodes, -1))
+    rule = mask_rule(pattern, query, key)(i.expand(-1, key.num_nodes), j.expand(query.num_nodes, -1))
     assert torch.equal(rule, pattern.to_dense(ptr, key_ptr, graph))
+    # A pattern's own rule is a closed form (no edge lookup) or None, never a wrong one.
+    own = pattern.mask_rule(query, key)
+    assert own is None or torch.equal(own(i.expand(-1, key.num_nodes), j.expand(query.num_nodes, -1)), rule)
 
 
 def test_band_rule_on_one_example_reads_no_table():

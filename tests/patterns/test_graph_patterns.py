@@ -8,7 +8,7 @@ from graphattn import patterns as P
 from graphattn.patterns import hops
 from graphattn.patterns.expander import expander
 from graphattn.patterns.hops import hop_counts, hop_expansion
-from graphattn.patterns.virtual import add_virtual_nodes, split_virtual, virtual_nodes, virtual_pairs
+from graphattn.patterns.virtual import add_virtual_nodes, insert_virtual_keys, split_virtual, virtual_nodes, virtual_pairs
 
 LENGTHS = [7, 1, 0, 12, 5, 30]
 
@@ -165,6 +165,21 @@ def test_virtual_nodes_attend_and_are_attended_by_exactly_their_example():
         assert set(virtual[0, virtual[1] == v].tolist()) == members  # reads its whole example
         assert set(virtual[1, virtual[0] == v].tolist()) == members  # and is read by it
     assert bool((example[virtual[0]] == example[virtual[1]]).all())
+
+
+@pytest.mark.parametrize("lo, hi, k", [(0, 11, 1), (3, 9, 2), (5, 5, 3)])
+def test_insert_virtual_keys_puts_each_querys_virtual_keys_after_its_real_ones(lo, hi, k):
+    # A chunk of queries lo .. hi - 1, as layer-wise inference takes them; first_virtual differs per query.
+    real = P.graph().edge_index(make_ptr([11]), graph=random_digraph([11]))
+    chunk = real[:, (real[1] >= lo) & (real[1] < hi)]
+    first_virtual = 20 + 7 * torch.arange(hi - lo)
+    pairs, position = insert_virtual_keys(chunk, first_virtual, k, first_query=lo)
+    expected = []  # query by query: its real keys in order, then its k virtual keys
+    for q in range(lo, hi):
+        expected += [(int(j), q) for j in chunk[0, chunk[1] == q]]
+        expected += [(int(first_virtual[q - lo]) + r, q) for r in range(k)]
+    assert pairs.t().tolist() == [list(pair) for pair in expected]
+    assert torch.equal(pairs[:, position], chunk)
 
 
 def test_virtual_pattern_on_a_layout_equals_global_tokens_at_the_end():
