@@ -95,4 +95,4 @@ def attention_example(model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: T
     src = torch.tensor(src_tokenizer.encode(sentence, add_eos=False)[:max_len - 1] + [src_tokenizer.eos_id])
     out = greedy_decode(model, src, torch.tensor([0, src.numel()]), max_len).tokens[0]
     weights = cross_attention(model, src, torch.tensor([BOS_ID] + out[:-1]))
-    return weights, src_tokenizer.tokens(src), tgt_tokenizer.tokens(out)
+    return weights, src_tokenizer.tokens(src, readable=True), tgt_tokenizer.tokens(out, readable=True)

@@ -273,9 +273,14 @@ class Tokenizer:
             return detokenize(self.tokens(ids))
         return self.backend.decode(ids, skip_special_tokens=False)
 
-    def tokens(self, ids: Union[Sequence[int], Tensor]) -> list[str]:
-        """The token strings of ``ids`` (byte-level kinds show bytes as GPT-2's printable symbols)."""
-        return [self.backend.id_to_token(i) for i in self._ids(ids)]
+    def tokens(self, ids: Union[Sequence[int], Tensor], readable: bool = False) -> list[str]:
+        """The token strings of ``ids``. Byte-level kinds show bytes as GPT-2's printable symbols
+        (``ĠMÃ¤nner``) unless ``readable``, which decodes each token alone (`` Männer``; a token
+        that holds part of a character shows the replacement character)."""
+        pieces = [self.backend.id_to_token(i) for i in self._ids(ids)]
+        if not readable or self.backend.decoder is None or self.kind == "word":
+            return pieces
+        return [self.backend.decoder.decode([piece]) for piece in pieces]
 
     def _ids(self, ids) -> list[int]:
         """``ids`` as a list of ints in ``[0, len(self))``, or a TypeError/ValueError naming them."""

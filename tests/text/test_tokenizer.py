@@ -47,6 +47,18 @@ def test_subword_learns_pieces_longer_than_bytes(subword):
     assert len(subword) <= 400 and [subword.tokens([i])[0] for i in range(4)] == list(SPECIALS)
 
 
+def test_readable_tokens_decode_each_piece():
+    # a readable label is the text its piece adds: joined, they are the sentence again (BPE here
+    # merges the bytes of each character; unigram may split one, whose halves show U+FFFD)
+    text = "Zwei Männer gehen über die Straße."
+    tokenizer = Tokenizer.train([text, "Ein Mann geht."] * 50, "bpe", vocab_size=300)
+    ids = tokenizer.encode(text, add_eos=False)
+    raw, readable = tokenizer.tokens(ids), tokenizer.tokens(ids, readable=True)
+    assert any("Ã" in piece for piece in raw)  # byte-level symbols, as the vocabulary stores them
+    assert len(readable) == len(ids) and "".join(readable) == text
+    assert "Männer" in "|".join(readable) or " Männer" in readable
+
+
 def test_char_round_trip_and_unknowns():
     tok = Tokenizer.train(CORPUS, "char", vocab_size=10_000)
     assert len(tok) == 4 + len(set("".join(CORPUS)))
