@@ -6,6 +6,7 @@ import torch
 
 from graphattn import compare
 from graphattn import patterns as P
+from graphattn.compare.stats import layer_step
 
 
 def test_stats_table_path_lengths_equal_closed_forms():
@@ -55,5 +56,5 @@ def test_layer_step_leaves_the_global_generator_as_it_was():
     expected = torch.rand(3)
     for kind, pattern in (("attention", P.window(2)), ("attention", P.dense()), ("lstm", None), ("conv1d", None)):
         torch.manual_seed(123)
-        compare.layer_step(kind, pattern, 12, 8, 2)()
+        layer_step(kind, pattern, 12, 8, 2)()
         assert torch.equal(torch.rand(3), expected), kind
