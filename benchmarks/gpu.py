@@ -322,11 +322,12 @@ def section_demo(report: Report, args) -> None:
         for reference in (False, True):
             for precision in ("fp32", "bf16"):
                 name = ("torch.nn.Transformer" if reference else "graphattn") + f" {precision}"
-                config = TrainConfig(d_model=128, nhead=4, layers=3, ff=512, dropout=0.1, batch_size=128,
-                                     lr_factor=0.7, warmup=200, steps=steps, eval_every=steps, valid_size=64,
-                                     test_size=64, device=DEVICE, precision=precision, reference_torch=reference,
-                                     **({"train_size": 256} if SMOKE else {}),
-                                     progress=False, out=f"{tmp}/{name.replace(' ', '_')}")
+                config = TrainConfig.from_flat(d_model=128, num_heads=4, layers=3, ff=512, dropout=0.1,
+                                               batch_size=128, lr_factor=0.7, warmup=200, steps=steps,
+                                               eval_every=steps, valid_size=64, test_size=64, device=DEVICE,
+                                               precision=precision, reference_torch=reference,
+                                               **({"train_size": 256} if SMOKE else {}),
+                                               progress=False, out=f"{tmp}/{name.replace(' ', '_')}")
                 try:
                     results[name] = {"tokens_per_s": train(config).tokens_per_s}
                 except Exception as error:

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from multi30k import default_data  # noqa: E402  (the example's --data default)
 
 from graphattn.loader import LengthBucketSampler  # noqa: E402
-from graphattn.text.config import build_model, build_tokenizers, load_task  # noqa: E402
+from graphattn.text.build import build_model, build_tokenizers, load_task  # noqa: E402
 from graphattn.text.data import ParallelDataset, flat_collate  # noqa: E402
-from graphattn.text.evaluation import evaluate  # noqa: E402
+from graphattn.text.evaluation import translation_scores  # noqa: E402
 from graphattn.text.multi30k import recipe_config  # noqa: E402
 from graphattn.text.tokenizer import PAD_ID, Tokenizer  # noqa: E402
 from graphattn.text.train import noam_lambda, train_step  # noqa: E402
@@ -76,9 +76,9 @@ def main() -> None:
     src_tok, tgt_tok = build_tokenizers(config, data)
     trained = time.perf_counter() - tic
     tic = time.perf_counter()
-    dataset = ParallelDataset(data["train"], src_tok, tgt_tok, config.max_len)
+    dataset = ParallelDataset(data["train"], src_tok, tgt_tok, config.data.max_len)
     encoded = time.perf_counter() - tic
-    sampler = LengthBucketSampler(dataset.lengths, max_tokens=config.max_tokens, seed=0)
+    sampler = LengthBucketSampler(dataset.lengths, max_tokens=config.optim.max_tokens, seed=0)
     batches = list(sampler)
     random = torch.randperm(len(dataset)).split(max(1, round(len(dataset) / len(batches))))
     print(f"\nTokenizers trained in {trained:.1f} s; the corpus encoded once in {encoded:.1f} s "
@@ -88,15 +88,16 @@ def main() -> None:
 
     model = build_model(config, len(src_tok), len(tgt_tok))
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, noam_lambda(config.d_model, config.warmup, config.lr_factor))
-    loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=config.label_smoothing)
+    rate = noam_lambda(config.model.d_model, config.optim.warmup, config.optim.lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=config.optim.label_smoothing)
     collate_s = step_s = tokens = 0.0
     for items in batches[: args.steps]:
         tic = time.perf_counter()
         batch = flat_collate([dataset[i] for i in items])
         collate_s += time.perf_counter() - tic
         tic = time.perf_counter()
-        train_step(model, batch, optimizer, loss_fn, config.clip_norm)
+        train_step(model, batch, optimizer, loss_fn, config.optim.clip_norm)
         scheduler.step()
         step_s += time.perf_counter() - tic
         tokens += batch.num_tokens
@@ -104,8 +105,8 @@ def main() -> None:
     print(f"Per step ({n} steps, {tokens / n:.0f} tokens each): batch building {collate_s / n * 1000:.1f} ms, "
           f"forward+backward+update {step_s / n * 1000:.0f} ms ({tokens / step_s:,.0f} tokens/s)")
     tic = time.perf_counter()
-    evaluate(model, src_tok, tgt_tok, data["valid"][: config.valid_subset], config.max_len)
-    print(f"Greedy validation of {config.valid_subset} pairs after {n} steps: {time.perf_counter() - tic:.1f} s "
+    translation_scores(model, src_tok, tgt_tok, data["valid"][: config.run.valid_subset], config.data.max_len)
+    print(f"Greedy validation of {config.run.valid_subset} pairs after {n} steps: {time.perf_counter() - tic:.1f} s "
           f"(an untrained model decodes to max_len; a trained one stops at EOS)")
 
 

@@ -6,7 +6,7 @@ Real text that every machine with Python has: the ``*.py`` files next to ``os.py
 files, 4.7 MB), one document each, 5 % of the files held out for validation. A byte-level BPE
 tokenizer is trained on the training files, then two decoder-only models that differ only in
 their attention pattern train for the same wall-clock time through ``graphattn train``'s loop
-(``TrainConfig(task="lm")``) at a context of ``--context`` tokens:
+(``TrainConfig.from_flat(task="lm")``) at a context of ``--context`` tokens:
 
 * ``causal&window:W``: each position attends the ``W`` before it (the window backend, n*W work),
 * ``causal``: each position attends all before it (SDPA, n^2 work).
@@ -76,13 +76,13 @@ def main() -> None:
     patterns = args.patterns.split(",") if args.patterns else [f"causal&window:{args.window}", "causal"]
     for pattern in patterns:
         outs[pattern] = out = Path(args.out) / pattern.replace("&", "-").replace(":", "")
-        config = TrainConfig(task="lm", text=files, valid_fraction=0.05, tokenizer="bpe", vocab_size=args.vocab_size,
-                             context=args.context, decoder_pattern=pattern, d_model=128, nhead=4, layers=3, ff=512,
-                             dropout=0.0, batch_size=args.batch_size, lr_factor=args.lr_factor, warmup=100,
-                             steps=args.steps,
-                             time_limit=args.time_limit, eval_every=100, progress=args.progress,
-                             out=str(out), overwrite=True)  # the example's own folder: a new run replaces it
-        print(f"\nTraining with {pattern} (at most {config.steps} steps or {config.time_limit:.0f} s)...")
+        config = TrainConfig.from_flat(task="lm", text=files, valid_fraction=0.05, tokenizer="bpe",
+                                       vocab_size=args.vocab_size, context=args.context, decoder_pattern=pattern,
+                                       d_model=128, num_heads=4, layers=3, ff=512, dropout=0.0,
+                                       batch_size=args.batch_size, lr_factor=args.lr_factor, warmup=100,
+                                       steps=args.steps, time_limit=args.time_limit, eval_every=100,
+                                       progress=args.progress, out=str(out), overwrite=True)  # the example's own folder: a new run replaces it
+        print(f"\nTraining with {pattern} (at most {config.optim.steps} steps or {config.run.time_limit:.0f} s)...")
         results[pattern] = result = train(config)
         print(f"{result.step} steps, {result.tokens_per_s:,.0f} tokens/s; validation perplexity "
               f"{result.valid['perplexity']:.2f} ({result.valid['tokens']:,} tokens), best {result.best:.2f}")

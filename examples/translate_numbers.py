@@ -22,7 +22,7 @@ import torch
 
 from graphattn.cli import setup_logging
 from graphattn.text import TrainConfig
-from graphattn.text.evaluation import evaluate, translate
+from graphattn.text.evaluation import translate, translation_scores
 from graphattn.text.numbers import SHOWCASE, number_pairs, number_splits
 from graphattn.text.train import train
 
@@ -47,33 +47,34 @@ def main() -> None:
     start = time.perf_counter()
     setup_logging()  # validation scores as training goes
     torch.set_num_threads(args.threads)
-    config = TrainConfig(
-        d_model=128, nhead=4, layers=3, ff=512, dropout=0.1, batch_size=128, lr_factor=0.7, warmup=200,
+    config = TrainConfig.from_flat(
+        d_model=128, num_heads=4, layers=3, ff=512, dropout=0.1, batch_size=128, lr_factor=0.7, warmup=200,
         steps=args.steps, time_limit=args.time_limit, eval_every=100, seed=args.seed,
         reference_torch=args.reference_torch, progress=args.progress,
         out=args.out or ("runs/numbers-torch" if args.reference_torch else "runs/numbers"),
         overwrite=True,  # the demo's own folder: running it again replaces its last run
     )
-    kind = "torch.nn.Transformer layers" if config.reference_torch else "graph attention layers"
-    print(f"Training a {config.layers}+{config.layers}-layer, d_model={config.d_model} Transformer with {kind} "
-          f"on EN->FR number words (at most {config.steps} steps or {config.time_limit:.0f} s)...")
+    net = config.model
+    kind = "torch.nn.Transformer layers" if net.reference_torch else "graph attention layers"
+    print(f"Training a {net.layers}+{net.layers}-layer, d_model={net.d_model} Transformer with {kind} "
+          f"on EN->FR number words (at most {config.optim.steps} steps or {config.run.time_limit:.0f} s)...")
     result = train(config)
     print(f"\n{result.step} steps in {result.train_seconds:.0f} s of training (stopped by {result.stopped_by}), "
           f"{result.tokens_per_s:,.0f} tokens/s")
 
-    splits = number_splits(config.seed, train_size=config.train_size, valid_size=config.valid_size,
-                           test_size=config.test_size)
+    splits = number_splits(config.run.seed, train_size=config.data.train_size, valid_size=config.data.valid_size,
+                           test_size=config.data.test_size)
     print(f"Best checkpoint by validation BLEU ({result.best_bleu:.2f}), on numbers never seen in training:")
     for name, what in (("test", "uniformly drawn numbers"), ("test_round", "numbers with a round part")):
-        scores = evaluate(result.model, result.src_tokenizer, result.tgt_tokenizer, number_pairs(splits[name]),
-                          config.max_len)
+        scores = translation_scores(result.model, result.src_tokenizer, result.tgt_tokenizer, number_pairs(splits[name]),
+                          config.data.max_len)
         print(f"  {scores['n']} {what}: BLEU {scores['bleu']:.2f}, exact match {scores['exact_match']:.1f}%")
 
     # Numbers that show the irregular forms (quatre-vingt mille, mille un, cent / cents, et un);
     # the task holds them out of every split.
     shown = number_pairs(SHOWCASE)
     outputs = translate(result.model, result.src_tokenizer, result.tgt_tokenizer, [en for en, _ in shown],
-                        config.max_len)
+                        config.data.max_len)
     print(f"\nShowcase numbers never seen in training ({sum(h == fr for (_, fr), h in zip(shown, outputs))} of "
           f"{len(shown)} right):")
     for (en, fr), hyp in zip(shown, outputs):

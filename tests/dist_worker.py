@@ -1,7 +1,7 @@
 """One process of the distributed tests (``tests/test_distributed.py`` starts it with torchrun's
 environment variables): ``python tests/dist_worker.py SPEC_JSON``.
 
-It trains ``TrainConfig(**spec["config"])``, records which of the functions that write files it
+It trains ``TrainConfig.from_flat(spec["config"])``, records which of the functions that write files it
 called, optionally fails on purpose (``spec["fail"] = {"rank", "step", "how": "hang" | "crash"}``)
 and writes what happened to ``spec["result_dir"]/rank<R>.json``.
 """
@@ -46,7 +46,7 @@ def main() -> None:
     result: dict = {"rank": rank}
     start = time.perf_counter()
     try:
-        r = T.train(TrainConfig(**spec["config"]))
+        r = T.train(TrainConfig.from_flat(spec["config"]))
         result.update(losses=r.losses, step=r.step, valid=r.valid)
     except Exception as e:  # the test inspects the error
         result.update(error=type(e).__name__, message=str(e))

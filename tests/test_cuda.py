@@ -4,7 +4,6 @@ Skipped where torch sees no GPU (CI has none); run on a GPU machine with ``pytes
 (or ``benchmarks/gpu_check.sh``, which also runs ``benchmarks/gpu.py``). The flex backend has no
 CPU backward, so its CUDA gradients are compared with the CPU's edges backend, the reference.
 """
-import dataclasses
 
 import pytest
 import torch
@@ -172,10 +171,10 @@ def test_graph_transformer_matches_cpu(pattern):
 
 
 def test_training_on_cuda_in_fp32_and_bf16(tmp_path):
-    config = TrainConfig(train_size=160, valid_size=8, test_size=8, d_model=32, nhead=4, layers=1, ff=64, dropout=0.0,
-                         batch_size=32, warmup=20, lr_factor=2.0, steps=6, eval_every=6, max_len=24, progress=False)
-    cpu = train(dataclasses.replace(config, out=str(tmp_path / "cpu"), device="cpu"))
-    gpu = train(dataclasses.replace(config, out=str(tmp_path / "gpu"), device="cuda"))
-    bf16 = train(dataclasses.replace(config, out=str(tmp_path / "bf16"), device="cuda", precision="bf16"))
+    config = TrainConfig.from_flat(train_size=160, valid_size=8, test_size=8, d_model=32, num_heads=4, layers=1, ff=64, dropout=0.0,
+                                   batch_size=32, warmup=20, lr_factor=2.0, steps=6, eval_every=6, max_len=24, progress=False)
+    cpu = train(config.replace(out=str(tmp_path / "cpu"), device="cpu"))
+    gpu = train(config.replace(out=str(tmp_path / "gpu"), device="cuda"))
+    bf16 = train(config.replace(out=str(tmp_path / "bf16"), device="cuda", precision="bf16"))
     assert gpu.losses == pytest.approx(cpu.losses, rel=1e-4)
     assert bf16.losses == pytest.approx(cpu.losses, rel=0.03)

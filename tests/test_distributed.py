@@ -5,7 +5,6 @@ torchrun sets, on 127.0.0.1 only (gloo on the loopback interface), and compare w
 with runs of one process in the test itself. Dropout is off so that steps are deterministic.
 """
 import csv
-import dataclasses
 import json
 import os
 import shutil
@@ -28,10 +27,10 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 
 
 def tiny(out, **changes) -> TrainConfig:
-    config = TrainConfig(train_size=160, valid_size=8, test_size=8, d_model=32, nhead=4, layers=1, ff=64,
-                         dropout=0.0, batch_size=16, warmup=20, lr_factor=2.0, steps=3, eval_every=3, max_len=24,
-                         out=str(out), progress=False, device="cpu")
-    return dataclasses.replace(config, **changes)
+    config = TrainConfig.from_flat(train_size=160, valid_size=8, test_size=8, d_model=32, num_heads=4, layers=1, ff=64,
+                                   dropout=0.0, batch_size=16, warmup=20, lr_factor=2.0, steps=3, eval_every=3, max_len=24,
+                                   out=str(out), progress=False, device="cpu")
+    return config.replace(**changes)
 
 
 def free_port() -> int:
@@ -52,7 +51,7 @@ def launch(tmp_path, config: TrainConfig, world_size: int = 2, fail=None, wait: 
     as torchrun kills the rest of a job when one process fails."""
     result_dir = tmp_path / "results"
     result_dir.mkdir(exist_ok=True)
-    spec = json.dumps({"config": dataclasses.asdict(config), "fail": fail, "result_dir": str(result_dir)})
+    spec = json.dumps({"config": config.to_flat(), "fail": fail, "result_dir": str(result_dir)})
     port = free_port()
     # stderr to files, not pipes: a pipe read only at the end fills up (64 KiB) and blocks a
     # process that logs a lot, as a rank whose peer failed may; the test then saw it as hung.
@@ -206,24 +205,24 @@ def test_two_processes_equal_one_process_with_twice_the_batch(two_process_run, t
         assert r["step"] == 3
         assert r["losses"] == pytest.approx(one.losses, abs=1e-6)
         assert r["valid"] == pytest.approx(one.valid)
-    assert_same_weights(one.paths["last"], Path(config.out) / "last.pt")
-    ranks_ckpt = load_checkpoint(Path(config.out) / "last.pt")
+    assert_same_weights(one.paths["last"], Path(config.run.out) / "last.pt")
+    ranks_ckpt = load_checkpoint(Path(config.run.out) / "last.pt")
     assert ranks_ckpt["data"]["world_size"] == 2 and ranks_ckpt["data"]["global_batch"]["batch_size"] == 32
     assert len(ranks_ckpt["rng_ranks"]) == 2
-    assert [r["valid_bleu"] for r in log_rows(config.out)] == [r["valid_bleu"] for r in log_rows(one.paths["log"].parent)]
+    assert [r["valid_bleu"] for r in log_rows(config.run.out)] == [r["valid_bleu"] for r in log_rows(one.paths["log"].parent)]
 
 
 def test_only_rank_zero_writes(two_process_run):
     config, results = two_process_run
     assert results[1]["writes"] == []
     assert {"save_checkpoint", "plot_curves", "plot_attention", "_open_log"} <= set(results[0]["writes"])
-    assert [int(r["step"]) for r in log_rows(config.out)] == [1, 2, 3]  # one writer: no duplicate rows
+    assert [int(r["step"]) for r in log_rows(config.run.out)] == [1, 2, 3]  # one writer: no duplicate rows
 
 
 def test_two_process_checkpoint_resumes_in_one_process(two_process_run, tmp_path):
     config, _ = two_process_run
     out = tmp_path / "resumed"
-    shutil.copytree(config.out, out)
+    shutil.copytree(config.run.out, out)
     # The global batch (32) comes from the checkpoint: one process now takes all of it, as
     # --accumulate 2 with micro-batches of 16 would.
     resumed = train(tiny(out, steps=6, resume=True, accumulate=2))

@@ -39,9 +39,14 @@ def _add_compare(parser) -> None:
     parser.add_argument("--data", help="--task multi30k: the folder of the Multi30k .gz files")
     parser.add_argument("--time-limit", type=float, default=120.0,
                         help="--task multi30k: seconds of training per pattern (default: %(default)s)")
-    parser.add_argument("--steps", type=int, help="training steps per pattern and seed (default 200; with --graphs: epochs)")
+    parser.add_argument("--steps", type=int, help="--train: optimizer steps per pattern and seed (default 200)")
+    parser.add_argument("--epochs", type=int,
+                        help="--graphs: epochs per pattern and seed, on both tasks (default: 25 on the trees and 8 on "
+                             "the social graph; 15 and 4 with --quick)")
     parser.add_argument("--seeds", type=int, help="seeds per pattern (default 2; 1 with --quick)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int,
+                        help="torch's intra-op threads (torch.set_num_threads; default: torch's choice, but 1 with "
+                             "--graphs and --task multi30k)")
     parser.add_argument("--out", default="runs/compare", help="directory for tables and plots")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -62,6 +67,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.graphs:
         return _compare_graphs(args)
+    if args.epochs is not None:
+        raise ValueError("--epochs counts the epochs of --graphs; --train counts optimizer steps (--steps)")
     if args.task == "multi30k":
         return _compare_multi30k(args)
     if not (args.stats or args.train):
@@ -125,7 +132,10 @@ def _compare_graphs(args: argparse.Namespace) -> int:
                                              summarise_graph_runs)
     from graphattn.patterns import parse
 
-    for name in ("seeds", "threads", "steps"):
+    if args.steps is not None:
+        raise ValueError("--graphs trains for epochs, not steps: use --epochs (--steps counts the optimizer steps "
+                         "of --train)")
+    for name in ("seeds", "threads", "epochs"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}")
@@ -135,8 +145,8 @@ def _compare_graphs(args: argparse.Namespace) -> int:
         parse(spec)  # refuse a bad name before any training
     settings = GraphCompareSettings(num_trees=600, tree_epochs=15, social_nodes=1500, social_epochs=4,
                                     dense_max_pairs=1_000_000) if args.quick else GraphCompareSettings()
-    if args.steps:  # epochs on both tasks
-        settings.tree_epochs = settings.social_epochs = args.steps
+    if args.epochs:  # on both tasks
+        settings.tree_epochs = settings.social_epochs = args.epochs
     seeds = list(range(args.seeds or (1 if args.quick else 2)))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

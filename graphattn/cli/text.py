@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import sys
-from dataclasses import fields
+from types import SimpleNamespace
 
 from graphattn.cli.common import set_threads
 
@@ -44,21 +44,22 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample among the K most probable tokens")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: random)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--threads", type=int, default=None, help="torch's intra-op threads (torch.set_num_threads; default: torch's choice)")
     p.set_defaults(func=_generate, parser=p)
 
 
 def _add_train(sub) -> argparse.ArgumentParser:
     from graphattn.nn.causal_lm import POSITIONALS
-    from graphattn.text.config import TASKS, TOKENIZERS, TrainConfig
+    from graphattn.text.config import TEXT_TASKS, TOKENIZERS, TrainConfig
 
-    d = TrainConfig()
+    d = SimpleNamespace(**TrainConfig().to_flat())  # the defaults, by the flags' (flat) names
     p = sub.add_parser("train", help="train a translation model or a language model",
                        description="Train a Seq2Seq translation model (the numbers task, or --src/--tgt files) "
                                    "or a CausalLM language model (--task lm --text FILE ...); every flag but "
-                                   "--threads is one field of graphattn.text.TrainConfig.")
+                                   "--threads is one field of graphattn.text.TrainConfig (by its flat name, "
+                                   "e.g. --d-model is model.d_model).")
     g = p.add_argument_group("data")
-    g.add_argument("--task", default=d.task, help=f"one of {list(TASKS)} (default: %(default)s)")
+    g.add_argument("--task", default=d.task, help=f"one of {list(TEXT_TASKS)} (default: %(default)s)")
     g.add_argument("--src", default=d.src, metavar="FILE", help="parallel text: source side, one sentence a line")
     g.add_argument("--tgt", default=d.tgt, metavar="FILE", help="parallel text: target side")
     g.add_argument("--valid-src", default=d.valid_src, metavar="FILE", help="validation source (default: split off)")
@@ -91,7 +92,8 @@ def _add_train(sub) -> argparse.ArgumentParser:
                    help="--task lm: positions as sinusoids or as a relative bias (default: %(default)s)")
     g.add_argument("--context", type=int, default=d.context, help="--task lm: tokens a training sequence (default: %(default)s)")
     g.add_argument("--d-model", type=int, default=d.d_model, help="model width (default: %(default)s)")
-    g.add_argument("--nhead", type=int, default=d.nhead, help="attention heads (default: %(default)s)")
+    g.add_argument("--num-heads", "--nhead", dest="num_heads", type=int, default=d.num_heads,
+                   help="attention heads (--nhead: the same flag, by torch's name) (default: %(default)s)")
     g.add_argument("--layers", type=int, default=d.layers, help="encoder and decoder layers each (default: %(default)s)")
     g.add_argument("--ff", type=int, default=d.ff, help="feed-forward width (default: %(default)s)")
     g.add_argument("--dropout", type=float, default=d.dropout, help="dropout (default: %(default)s)")
@@ -132,7 +134,8 @@ def _add_run_flags(g, d) -> None:
                    "change: --steps --time-limit --eval-every --threads --accumulate --device --precision --dist-timeout)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run in DIR (its files stay until the new run's first checkpoint)")
-    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch's intra-op threads (torch.set_num_threads; default: torch's choice)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
                    help="cuda: the LOCAL_RANK-th GPU; auto: a GPU if there is one (default: %(default)s)")
@@ -146,9 +149,9 @@ def _mark_defaults(p) -> None:
     """Wrap the train flags' defaults, so that _train can tell a flag given from one left alone
     (--resume refuses the first when it differs from the checkpoint, and keeps the checkpoint's
     value for the second)."""
-    from graphattn.text.config import TrainConfig
+    from graphattn.text.config import FIELD_ROLES
 
-    p.set_defaults(**{f.name: _Default(p.get_default(f.name)) for f in fields(TrainConfig)})
+    p.set_defaults(**{name: _Default(p.get_default(name)) for name in FIELD_ROLES})
 
 
 class _Default:
@@ -173,16 +176,16 @@ def _add_decoding(p) -> None:
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint of graphattn train (best.pt)")
     p.add_argument("--beam", type=int, default=1, help="beam size; 1 = greedy (default: %(default)s)")
     p.add_argument("--max-len", type=int, default=None, help="most tokens generated (default: the training run's)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--threads", type=int, default=None, help="torch's intra-op threads (torch.set_num_threads; default: torch's choice)")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from graphattn.text.config import TrainConfig
+    from graphattn.text.config import FIELD_ROLES, TrainConfig
     from graphattn.text.train import train
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    values = {name: getattr(args, name) for name in FIELD_ROLES}
     given = [name for name, value in values.items() if not isinstance(value, _Default)]
-    config = TrainConfig(**{name: getattr(value, "value", value) for name, value in values.items()})
+    config = TrainConfig.from_flat({name: getattr(value, "value", value) for name, value in values.items()})
     set_threads(args.threads)
     result = train(config, given)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for all
@@ -194,13 +197,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace, lm: bool = False):
-    from graphattn.text.config import is_lm, load_model
+    from graphattn.text.build import load_model
 
     set_threads(args.threads)
     model, src_tok, tgt_tok, config = load_model(args.checkpoint)
-    if lm != is_lm(config):
-        use = "graphattn generate or evaluate --text" if is_lm(config) else "graphattn translate or evaluate"
-        kind = "a language model" if is_lm(config) else "a translation model"
+    if lm != (config.kind == "lm"):
+        use = "graphattn generate or evaluate --text" if config.kind == "lm" else "graphattn translate or evaluate"
+        kind = "a language model" if config.kind == "lm" else "a translation model"
         raise ValueError(f"{args.checkpoint!r} holds {kind}: use {use}")
     return model, src_tok, tgt_tok, config
 
@@ -208,7 +211,7 @@ def _load(args: argparse.Namespace, lm: bool = False):
 def _decoding_args(args: argparse.Namespace, config) -> int:
     if args.beam < 1 or (args.max_len is not None and args.max_len < 2):
         raise ValueError(f"--beam must be >= 1 and --max-len >= 2, got {args.beam} and {args.max_len}")
-    return args.max_len or config.max_len
+    return args.max_len or config.data.max_len
 
 
 def _warn_empty(empty: int, total: int) -> None:
@@ -220,7 +223,7 @@ def _warn_empty(empty: int, total: int) -> None:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    from graphattn.text.config import source_text
+    from graphattn.text.build import source_text
     from graphattn.text.evaluation import translate
 
     model, src_tok, tgt_tok, config = _load(args)
@@ -236,13 +239,13 @@ def _translate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from graphattn.text.config import is_lm, load_model, source_text, task_test_pairs
+    from graphattn.text.build import load_model, source_text, task_test_pairs
     from graphattn.text.data import read_parallel
-    from graphattn.text.evaluation import evaluate
+    from graphattn.text.evaluation import translation_scores
 
     set_threads(args.threads)
     model, src_tok, tgt_tok, config = load_model(args.checkpoint)
-    if is_lm(config) or args.text:
+    if config.kind == "lm" or args.text:
         return _evaluate_lm(args, model, tgt_tok, config)
     max_len = _decoding_args(args, config)
     if (args.src is None) != (args.tgt is None):
@@ -250,10 +253,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.src:
         sets = {f"{args.src} -> {args.tgt}": [(source_text(config, s), t) for s, t in read_parallel(args.src, args.tgt)]}
     else:
-        sets = {f"the {config.task} test split": task_test_pairs(config, "test"),
-                f"the {config.task} round-number test split": task_test_pairs(config, "test_round")}
+        task = config.data.task
+        sets = {f"the {task} test split": task_test_pairs(config, "test"),
+                f"the {task} round-number test split": task_test_pairs(config, "test_round")}
     for what, pairs in sets.items():
-        scores = evaluate(model, src_tok, tgt_tok, pairs, max_len, args.beam)
+        scores = translation_scores(model, src_tok, tgt_tok, pairs, max_len, args.beam)
         unit = "" if scores["bleu_tokenize"] == "13a" else f" ({scores['bleu_tokenize']})"
         print(f"BLEU {scores['bleu']:.2f}{unit}  exact match {scores['exact_match']:.2f}%  ({scores['n']} sentences, {what})")
         _warn_empty(scores["empty"], scores["n"])
@@ -261,14 +265,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_lm(args: argparse.Namespace, model, tokenizer, config) -> int:
-    from graphattn.text.config import is_lm
     from graphattn.text.lm import LMDataset, perplexity, read_documents
 
-    if not is_lm(config):
+    if config.kind != "lm":
         raise ValueError(f"{args.checkpoint!r} holds a translation model: --text scores language models")
     if not args.text or args.src or args.tgt:
         raise ValueError("a language model is scored on text files: give --text FILE ... (not --src/--tgt)")
-    scores = perplexity(model, LMDataset(read_documents(args.text), tokenizer, config.context))
+    scores = perplexity(model, LMDataset(read_documents(args.text), tokenizer, config.data.context))
     print(f"perplexity {scores['perplexity']:.3f}  ({scores['nll']:.4f} nats a token, {scores['tokens']} tokens, "
           f"{len(args.text)} file(s))")
     return 0

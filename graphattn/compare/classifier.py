@@ -27,7 +27,7 @@ class SequenceClassifier(nn.Module):
     """
 
     def __init__(self, vocab: int, num_classes: int, pattern: Optional[P.Pattern] = None, d_model: int = 64,
-                 nhead: int = 4, num_layers: int = 2, dim_feedforward: int = 128, dropout: float = 0.1,
+                 num_heads: int = 4, num_layers: int = 2, dim_feedforward: int = 128, dropout: float = 0.1,
                  learned_span: Optional[int] = None, readout: str = "cls"):
         super().__init__()
         if readout not in ("cls", "mean"):
@@ -35,13 +35,13 @@ class SequenceClassifier(nn.Module):
         self.readout = readout
         self.spans = None
         if learned_span is not None:
-            self.spans = nn.ModuleList([LearnedSpan(nhead, learned_span) for _ in range(num_layers)])
+            self.spans = nn.ModuleList([LearnedSpan(num_heads, learned_span) for _ in range(num_layers)])
             pattern = self.spans[0].pattern
         self.pattern = P.as_pattern(pattern, "pattern", P.dense())
         self.d_model = d_model
         self.embed = nn.Embedding(vocab, d_model, padding_idx=0)
         self.layers = nn.ModuleList([
-            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, norm_first=True, pattern=self.pattern)
+            TransformerEncoderLayer(d_model, num_heads, dim_feedforward, dropout, norm_first=True, pattern=self.pattern)
             for _ in range(num_layers)
         ])
         self.norm = nn.LayerNorm(d_model)

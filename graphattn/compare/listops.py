@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["VOCAB", "OPERATORS", "IDENTITY", "generate", "evaluate", "encode", "listops_dataset"]
+__all__ = ["VOCAB", "OPERATORS", "IDENTITY", "generate", "expression_value", "encode", "listops_dataset"]
 
 OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")
 VOCAB = ["<pad>", "<cls>"] + [str(d) for d in range(10)] + list(OPERATORS) + ["]"]
@@ -47,7 +47,7 @@ def _apply(op: str, args: Sequence[int]) -> int:
     return sum(args) % 10
 
 
-def evaluate(tokens: Sequence[str]) -> int:
+def expression_value(tokens: Sequence[str]) -> int:
     """The value of an expression given as tokens (a stack machine; raises on malformed input)."""
     stack: list = []
     for tok in tokens:
@@ -171,4 +171,4 @@ def encode(tokens: Sequence[str]) -> Tensor:
 
 def listops_dataset(num: int, min_len: int = 32, max_len: int = 512, seed: int = 0, **kwargs) -> list:
     """``[(ids [L + 1], label)]`` pairs of generated expressions; ``kwargs`` go to :func:`generate`."""
-    return [(encode(t), evaluate(t)) for t in generate(num, min_len, max_len, seed=seed, **kwargs)]
+    return [(encode(t), expression_value(t)) for t in generate(num, min_len, max_len, seed=seed, **kwargs)]

@@ -38,23 +38,25 @@ STATS_COLUMNS = ["pattern", "n", "edges", "density", "keys_per_query", "max_path
 
 def layer_step(kind: str, pattern: Optional[P.Pattern], n: int, dim: int, heads: int) -> Callable[[], None]:
     """One forward + backward of an attention layer (or an LSTM / Conv1d of the same width) on ``n`` positions."""
-    torch.manual_seed(0)
-    x = torch.randn(n, dim, requires_grad=True)
-    if kind == "attention":
-        layer = GraphMultiheadAttention(dim, heads)
-        ptr = torch.tensor([0, n])
-        # A model builds the edges once for all its layers: the cost of one layer excludes them.
-        if layer.select_backend(pattern, n)[0] == "edges":
-            edge_index = pattern.edge_index(ptr)
-            fn = lambda: layer(x, edge_index)  # noqa: E731
+    # Inputs and weights are drawn from a fixed seed in a forked generator: the caller's stream is untouched.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        x = torch.randn(n, dim, requires_grad=True)
+        if kind == "attention":
+            layer = GraphMultiheadAttention(dim, heads)
+            ptr = torch.tensor([0, n])
+            # A model builds the edges once for all its layers: the cost of one layer excludes them.
+            if layer.select_backend(pattern, n)[0] == "edges":
+                edge_index = pattern.edge_index(ptr)
+                fn = lambda: layer(x, edge_index)  # noqa: E731
+            else:
+                fn = lambda: layer(x, pattern=pattern, ptr=ptr)  # noqa: E731
+        elif kind == "lstm":
+            layer = nn.LSTM(dim, dim, batch_first=True)
+            fn = lambda: layer(x.unsqueeze(0))[0]  # noqa: E731
         else:
-            fn = lambda: layer(x, pattern=pattern, ptr=ptr)  # noqa: E731
-    elif kind == "lstm":
-        layer = nn.LSTM(dim, dim, batch_first=True)
-        fn = lambda: layer(x.unsqueeze(0))[0]  # noqa: E731
-    else:
-        layer = nn.Conv1d(dim, dim, kernel_size=3, padding=1)
-        fn = lambda: layer(x.t().unsqueeze(0))  # noqa: E731
+            layer = nn.Conv1d(dim, dim, kernel_size=3, padding=1)
+            fn = lambda: layer(x.t().unsqueeze(0))  # noqa: E731
 
     def step():
         fn().square().mean().backward()

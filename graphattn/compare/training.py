@@ -51,7 +51,7 @@ class TrainSettings:
     lr: float = 5e-3  # AdamW peak rate, linear warm-up then linear decay to 0
     warmup: int = 30  # warm-up steps
     d_model: int = 64  # width of the classifier
-    nhead: int = 4  # attention heads
+    num_heads: int = 4  # attention heads
     num_layers: int = 2  # encoder layers: the reach of a local pattern is num_layers hops
     dim_feedforward: int = 128  # feed-forward width
     dropout: float = 0.0  # 0 lets SDPA take its fused CPU kernel; generated data does not overfit here
@@ -142,7 +142,7 @@ def train_one(name: str, pattern: Optional[P.Pattern], train: list, test: list, 
     stats_cache = {} if stats_cache is None else stats_cache
     cfg = settings
     torch.manual_seed(seed)  # model init; the caller scopes the global generator (train_table forks it)
-    model = SequenceClassifier(len(listops.VOCAB), 10, pattern, d_model=cfg.d_model, nhead=cfg.nhead,
+    model = SequenceClassifier(len(listops.VOCAB), 10, pattern, d_model=cfg.d_model, num_heads=cfg.num_heads,
                                num_layers=cfg.num_layers, dim_feedforward=cfg.dim_feedforward,
                                dropout=cfg.dropout, learned_span=learned_span)
     tokens_seen, train_time = _fit(model, train, seed, cfg, f"{name} seed {seed}", progress)

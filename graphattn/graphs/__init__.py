@@ -10,12 +10,12 @@ r"""Graph applications: data sets, PyG baselines and one training loop for both.
   (:func:`fit_nodes`) and full-graph inference layer by layer (:func:`layerwise_inference`).
 """
 from graphattn.graphs.baselines import BASELINES, GLOBAL_BASELINES, GlobalBaseline, GNNBaseline
-from graphattn.graphs.fit import Task, accuracy, balanced_accuracy, evaluate, fit, rmse
+from graphattn.graphs.fit import Task, accuracy, balanced_accuracy, fit, loader_metric, rmse
 from graphattn.graphs.node_training import fit_nodes, full_graph_logits, layerwise_inference
 from graphattn.graphs.sampling import TorchNeighborSampler, neighbor_loader
 from graphattn.graphs.public_data import cora, heterophilous, moleculenet, scaffold_split
 from graphattn.graphs.social import social_graph
 
-__all__ = ["BASELINES", "GNNBaseline", "GLOBAL_BASELINES", "GlobalBaseline", "Task", "fit", "evaluate", "accuracy",
+__all__ = ["BASELINES", "GNNBaseline", "GLOBAL_BASELINES", "GlobalBaseline", "Task", "fit", "loader_metric", "accuracy",
            "balanced_accuracy", "rmse", "social_graph", "neighbor_loader", "TorchNeighborSampler", "fit_nodes",
            "layerwise_inference", "full_graph_logits", "heterophilous", "cora", "moleculenet", "scaffold_split"]

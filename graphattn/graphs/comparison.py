@@ -84,7 +84,7 @@ def _fits(pattern: P.Pattern, num_nodes: int, settings: GraphCompareSettings) ->
 
 
 def _tree_run(spec: str, seed: int, cfg: GraphCompareSettings, data: list) -> dict:
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # model init; the caller scopes the global generator (compare_graph_patterns forks it)
     classes = 2 ** cfg.depth
     model = GraphTransformer(2 * (classes + 1), cfg.hidden, classes, cfg.layers, cfg.heads, pattern=spec,
                              max_distance=cfg.max_distance)
@@ -106,7 +106,7 @@ def _tree_run(spec: str, seed: int, cfg: GraphCompareSettings, data: list) -> di
 
 
 def _social_run(spec: str, seed: int, cfg: GraphCompareSettings, data) -> dict:
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # as in _tree_run: compare_graph_patterns forks the generator
     model = GraphTransformer(data.num_features, cfg.hidden, int(data.y.max()) + 1, cfg.layers, cfg.heads,
                              pattern=spec, max_distance=cfg.max_distance)
     loader = neighbor_loader(data, cfg.num_neighbors, input_nodes=data.train_mask.nonzero().squeeze(1),
@@ -146,7 +146,8 @@ def compare_graph_patterns(patterns: Sequence[str], settings: GraphCompareSettin
             rows.append({**row, "note": note})
             continue
         run = _tree_run if task == "neighbors_match" else _social_run
-        rows.append({**row, **run(spec, seed, cfg, data[task])})
+        with torch.random.fork_rng():  # every run seeds the generator; the caller's comes back afterwards
+            rows.append({**row, **run(spec, seed, cfg, data[task])})
     return rows
 
 

@@ -15,7 +15,7 @@ from torch_geometric.loader import DataLoader
 
 from graphattn import distributed
 
-__all__ = ["Task", "fit", "evaluate", "accuracy", "balanced_accuracy", "rmse", "roc_auc", "node_loss", "fit_full_graph"]
+__all__ = ["Task", "fit", "loader_metric", "accuracy", "balanced_accuracy", "rmse", "roc_auc", "node_loss", "fit_full_graph"]
 
 
 def accuracy(pred: Tensor, target: Tensor) -> float:
@@ -43,7 +43,7 @@ class Task:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, task: Task, ctx: Optional[distributed.Context] = None) -> float:
+def loader_metric(model: nn.Module, loader, task: Task, ctx: Optional[distributed.Context] = None) -> float:
     """``task.metric`` over every batch of ``loader``; across processes, over all ranks' batches
     (each rank's loader holds its share; the metrics do not depend on the order)."""
     ctx = ctx or distributed.Context()
@@ -120,11 +120,11 @@ def fit(
             optimizer.step()
             scheduler.step()
         if val_loader is not None:
-            score = evaluate(model, val_loader, task, ctx)
+            score = loader_metric(model, val_loader, task, ctx)
             if best["val"] is None or sign * score > sign * best["val"]:
-                best = {"val": score, "test": evaluate(model, test_loader, task, ctx), "epoch": epoch}
+                best = {"val": score, "test": loader_metric(model, test_loader, task, ctx), "epoch": epoch}
     if val_loader is None:
-        best = {"val": None, "test": evaluate(model, test_loader, task, ctx), "epoch": epochs}
+        best = {"val": None, "test": loader_metric(model, test_loader, task, ctx), "epoch": epochs}
     best["seconds"] = time.perf_counter() - start
     best["params"] = sum(p.numel() for p in model.parameters())
     return best

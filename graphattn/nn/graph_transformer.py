@@ -170,8 +170,14 @@ class GraphTransformer(nn.Module):
     ``local_mpnn=True`` adds GraphGPS's local message passing (GINE on the edges, GIN without
     edge features) beside the attention of every block: ``pattern="dense", local_mpnn=True`` is
     GraphGPS. The edge features then go to the local layer only, and the attention reads no edge
-    features (as GraphGPS's does not). ``virtual_node=True`` adds a per-graph node state that is
-    added to every node before each block and updated from the sum of the graph's nodes after it.
+    features (as GraphGPS's does not).
+
+    Virtual nodes come in two kinds, which a model may combine. ``virtual_node=True`` is the
+    message-passing virtual node (Gilmer et al. 2017, OGB, GraphGPS): one pooled state per graph,
+    added to every node before each block and updated by an MLP from the sum of the graph's nodes
+    after it; attention never sees it. The pattern ``virtual:K`` (:mod:`graphattn.patterns.virtual`)
+    instead adds ``K`` attention nodes per graph, BigBird's global tokens on graphs: with learned
+    input states, they attend, and are attended by, every node of their graph in every layer.
 
     The forward is three public stages, ``readout(blocks(embed(data)))``, which the helpers that
     need the model's pieces reuse (layer-wise inference over chunks of a large graph, explainers):
@@ -206,7 +212,8 @@ class GraphTransformer(nn.Module):
         dropout (float, optional): dropout of the residual branches and the head. (default: :obj:`0.0`)
         task (str, optional): ``"node"`` or ``"graph"``. (default: :obj:`"node"`)
         pool (str, optional): ``"mean"``, ``"add"`` or ``"max"`` for graph tasks. (default: :obj:`"mean"`)
-        virtual_node (bool, optional): use a virtual node per graph. (default: :obj:`False`)
+        virtual_node (bool, optional): a pooled, message-passing virtual node per graph (not
+            attended; the attended kind is the pattern ``virtual:K``). (default: :obj:`False`)
         max_distance (int, optional): largest shortest-path bucket of its own; the search for
             hop counts goes this deep, so keep it small on large graphs. (default: :obj:`8`)
         attn_kwargs (dict, optional): more arguments of every attention layer (e.g. ``dropout``,

@@ -9,8 +9,10 @@ their data, tokenizers, training, decoding and generation.
   with Hugging Face ``tokenizers`` and stored in checkpoints as JSON.
 * ``numbers.py``, ``data.py``, ``lm.py``, ``metrics.py``: the numbers task, parallel text and
   flat batches, text files as language-model sequences and perplexity, BLEU and exact match.
-* ``config.py``, ``train.py``, ``diagnostics.py``, ``evaluation.py``, ``checkpoint.py``,
-  ``plots.py``: a training run from its configuration to warnings, checkpoints, logs and plots.
+* ``config.py``: :class:`TrainConfig`, a run's settings by role (data, model, optimisation, run).
+* ``build.py``: what a configuration builds (data, tokenizers, model), and the model a checkpoint holds.
+* ``train.py``, ``diagnostics.py``, ``evaluation.py``, ``checkpoint.py``, ``plots.py``, ``runs.py``: a
+  training run from its configuration to warnings, checkpoints, logs and plots.
 """
 from graphattn.text.config import TrainConfig
 from graphattn.text.decoding import beam_search, greedy_decode

@@ -13,7 +13,7 @@ from graphattn.text.model import Seq2Seq
 from graphattn.text.tokenizer import UNK_ID, Tokenizer
 from graphattn.utils.batch import pack_sequences
 
-__all__ = ["translate", "input_warnings", "scores", "evaluate", "evaluate_sharded"]
+__all__ = ["translate", "input_warnings", "scores", "translation_scores", "translation_scores_sharded"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +78,16 @@ def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
             "empty": sum(not h.strip() for h in hypotheses)}
 
 
-def evaluate(model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]],
+def translation_scores(model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]],
              max_len: int = 64, beam_size: int = 1) -> dict:
     """:func:`scores` of the model's translations of ``pairs``."""
     hyps = translate(model, src_tokenizer, tgt_tokenizer, [s for s, _ in pairs], max_len, beam_size)
     return scores(hyps, [t for _, t in pairs])
 
 
-
-
-def evaluate_sharded(model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer,
+def translation_scores_sharded(model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer,
                      pairs: Sequence[tuple[str, str]], max_len: int, ctx: distributed.Context) -> dict:
-    """:func:`evaluate` with each rank translating ``pairs[rank::W]``; every rank gets the same scores."""
+    """:func:`translation_scores` with each rank translating ``pairs[rank::W]``; every rank gets the same scores."""
     hyps = distributed.gather_shards(
         translate(model, src_tokenizer, tgt_tokenizer, [s for s, _ in pairs[ctx.rank::ctx.world_size]], max_len,
                   warn=False), ctx)  # training warned about its validation data before the first step

@@ -10,7 +10,6 @@ and 1,000 test (``test_2016_flickr``) pairs, as ``{train,val,test_2016_flickr}.{
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Union
 
@@ -58,7 +57,8 @@ def load_multi30k(root: Union[str, os.PathLike], src: str = "en", tgt: str = "de
 
 def recipe_config(root: Union[str, os.PathLike], **overrides) -> TrainConfig:
     """The training run of ``examples/multi30k.py`` on the files in ``root``; ``overrides`` replace
-    fields (``time_limit``, ``seed``, ``out``, ``reference_torch``...).
+    fields by their flat names (``time_limit``, ``seed``, ``out``, ``reference_torch``...: the names of
+    ``graphattn train``'s flags, :data:`~graphattn.text.config.FIELD_ROLES`).
 
     Why each value: ``docs/translation.md`` (validation runs on 1 thread). In short: BPE with
     merges down to pairs seen twice (the 2 % floor suits number words, not captions: it leaves
@@ -67,16 +67,16 @@ def recipe_config(root: Union[str, os.PathLike], **overrides) -> TrainConfig:
     share of the budget, and the best checkpoint by that validation BLEU.
     """
     files = multi30k_files(root)
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         src=str(files["train"][0]), tgt=str(files["train"][1]),
         valid_src=str(files["valid"][0]), valid_tgt=str(files["valid"][1]),
         tokenizer="bpe", vocab_size=4000, min_frequency=2, shared_vocab=False,
-        d_model=128, nhead=4, layers=3, ff=512, dropout=0.1, label_smoothing=0.1,
+        d_model=128, num_heads=4, layers=3, ff=512, dropout=0.1, label_smoothing=0.1,
         max_tokens=2500, lr_factor=0.25, warmup=200, clip_norm=1.0, max_len=64,
         steps=1_000_000, time_limit=900.0, eval_every=1_000_000, eval_seconds=120.0, valid_subset=200,
         out="runs/multi30k",
     )
-    return replace(config, **overrides)
+    return config.replace(**overrides)
 
 
 #: the encoder patterns and decoder patterns the comparison trains (issue 22)
@@ -112,12 +112,13 @@ def compare_patterns(root: Union[str, os.PathLike], out: Union[str, os.PathLike]
         name = f"{encoder}__{decoder}".replace(":", "-").replace("&", "+").replace(",", "_").replace("=", "")
         config = recipe_config(root, encoder_pattern=encoder, decoder_pattern=decoder, time_limit=time_limit,
                                seed=seed, out=str(Path(out) / name), progress=progress, **overrides)
+        max_len = config.data.max_len
         box = {}
         peak = peak_memory_mib(lambda: box.update(result=train(config)))
         result = box["result"]
-        hyps = translate(result.model, result.src_tokenizer, result.tgt_tokenizer, [s for s, _ in test], config.max_len)
+        hyps = translate(result.model, result.src_tokenizer, result.tgt_tokenizer, [s for s, _ in test], max_len)
         longest = max(map(len, result.src_tokenizer.encode_batch([s for s, _ in test])))
-        stats = P.parse(encoder).stats(torch.tensor([0, longest]), num_layers=config.layers)
+        stats = P.parse(encoder).stats(torch.tensor([0, longest]), num_layers=config.model.layers)
         rows.append({"encoder": encoder, "decoder": decoder, "test_bleu": sacrebleu_score(hyps, [t for _, t in test])[0],
                      "valid_bleu": result.best_bleu, "tokens_per_s": result.tokens_per_s, "steps": result.step,
                      "peak_mib": peak, "max_path_length": stats.get("max_path_length")})

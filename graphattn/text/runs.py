@@ -18,12 +18,11 @@ import contextlib
 import csv
 import os
 import uuid
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Iterable, Optional
 
 from graphattn.text.checkpoint import load_checkpoint
-from graphattn.text.config import RUN_FIELDS, TrainConfig
+from graphattn.text.config import FIELD_ROLES, RUN_FIELDS, TrainConfig
 
 __all__ = ["RUN_FILES", "SAFE_ON_RESUME", "LOG_FIELDS", "new_run_id", "check_out", "resume_config", "check_resume",
            "RunLog"]
@@ -42,18 +41,19 @@ def new_run_id() -> str:
 
 
 def flag(name: str) -> str:
-    """The ``graphattn train`` flag of a :class:`TrainConfig` field."""
+    """The ``graphattn train`` flag of a :class:`TrainConfig` field (by its flat name)."""
     return "--" + name.replace("_", "-")
 
 
 def check_out(config: TrainConfig) -> None:
-    """Refuse a new run into a folder that holds one, unless ``config.overwrite``."""
-    if config.resume and config.overwrite:
+    """Refuse a new run into a folder that holds one, unless ``config.run.overwrite``."""
+    run = config.run
+    if run.resume and run.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
-    if config.resume or config.overwrite:
+    if run.resume or run.overwrite:
         return
-    if any((Path(config.out) / name).exists() for name in RUN_FILES):
-        raise ValueError(f"{config.out!r} holds a run: pass --resume to continue it, or --overwrite to replace it")
+    if any((Path(run.out) / name).exists() for name in RUN_FILES):
+        raise ValueError(f"{run.out!r} holds a run: pass --resume to continue it, or --overwrite to replace it")
 
 
 def resume_config(saved: TrainConfig, config: TrainConfig, given: Optional[Iterable[str]] = None) -> TrainConfig:
@@ -64,23 +64,24 @@ def resume_config(saved: TrainConfig, config: TrainConfig, given: Optional[Itera
     of ``config`` that differ from :class:`TrainConfig`'s defaults. A given field outside
     :data:`SAFE_ON_RESUME` that differs from the checkpoint's raises ``ValueError`` listing each.
     """
-    names = [f.name for f in fields(TrainConfig)]
+    names = list(FIELD_ROLES)
+    now, then = config.to_flat(), saved.to_flat()
     if given is None:
-        defaults = TrainConfig()
-        chosen = {n for n in names if getattr(config, n) != getattr(defaults, n)}
+        defaults = TrainConfig().to_flat()
+        chosen = {n for n in names if now[n] != defaults[n]}
     else:
         chosen = set(given)
         if chosen - set(names):
             raise ValueError(f"given names fields that TrainConfig lacks: {sorted(chosen - set(names))}")
-    differ = [n for n in names if n in chosen and n not in SAFE_ON_RESUME and getattr(config, n) != getattr(saved, n)]
+    differ = [n for n in names if n in chosen and n not in SAFE_ON_RESUME and now[n] != then[n]]
     if differ:
-        listed = ", ".join(f"{flag(n)} {getattr(config, n)!r} (checkpoint: {getattr(saved, n)!r})" for n in differ)
+        listed = ", ".join(f"{flag(n)} {now[n]!r} (checkpoint: {then[n]!r})" for n in differ)
         safe = ", ".join(flag(n) for n in SAFE_ON_RESUME if n not in ("out", "resume", "overwrite", "progress"))
-        raise ValueError(f"--resume continues the run in {config.out!r} as its checkpoint was trained; these settings "
+        raise ValueError(f"--resume continues the run in {config.run.out!r} as its checkpoint was trained; these settings "
                          f"differ from it: {listed}. Drop them, or start a new run (--overwrite or another --out); "
                          f"safe to change on resume: {safe}, --threads")
     keep = [n for n in SAFE_ON_RESUME if n in RUN_FIELDS or n in chosen]
-    return replace(saved, **{n: getattr(config, n) for n in keep})
+    return saved.replace(**{n: now[n] for n in keep})
 
 
 def _log_rows(path: Path) -> list:

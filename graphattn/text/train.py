@@ -16,7 +16,7 @@ Before the first step the data is checked for what a model cannot learn, with a 
 each problem found (:mod:`graphattn.text.diagnostics`): validation tokens the tokenizer does not
 know, sentences longer than ``max_len``; after the last, empty translations.
 
-Files written to ``config.out``: ``last.pt`` and ``best.pt`` (see :mod:`graphattn.text.checkpoint`),
+Files written to ``config.run.out``: ``last.pt`` and ``best.pt`` (see :mod:`graphattn.text.checkpoint`),
 ``log.csv``, ``curves.png`` (loss, lr, validation scores) and, for translation, ``attention.png``
 (the last decoder layer's cross-attention on one validation sentence). Files are read and
 checked before anything is written, so bad input never costs an existing checkpoint.
@@ -40,7 +40,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -51,11 +51,11 @@ from tqdm.auto import tqdm
 from graphattn import distributed
 from graphattn.loader import LengthBucketSampler
 from graphattn.text.checkpoint import FORMAT, VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from graphattn.text.config import (TrainConfig, build_model, build_tokenizers, check_config, checkpoint_tokenizers,
-                                   config_from_dict, is_lm, load_task)
+from graphattn.text.build import build_model, build_tokenizers, checkpoint_tokenizers, load_task
+from graphattn.text.config import TrainConfig, check_config, config_from_dict
 from graphattn.text.data import FlatBatch, ParallelDataset, flat_collate
 from graphattn.text.diagnostics import data_warnings, empty_warning
-from graphattn.text.evaluation import evaluate_sharded
+from graphattn.text.evaluation import translation_scores_sharded
 from graphattn.text.lm import LMDataset, lm_collate, perplexity
 from graphattn.text.plots import attention_example, plot_attention, plot_curves
 from graphattn.text.runs import RunLog, check_out, check_resume, new_run_id, resume_config
@@ -145,7 +145,7 @@ def scheduled_sampling_inputs(tgt_in: Tensor, ptr_tgt: Tensor, predictions: Tens
 
 def _open_log(run: "_Run") -> RunLog:
     """The run's CSV log (:class:`~graphattn.text.runs.RunLog`); resumed, from the checkpoint's step."""
-    return RunLog(run.paths, run.run_id, run.step if run.config.resume else None)
+    return RunLog(run.paths, run.run_id, run.step if run.config.run.resume else None)
 
 
 class FlatForward(nn.Module):
@@ -234,9 +234,9 @@ def _rank_seed(seed: int, step: int, rank: int) -> int:
 
 
 def train(config: TrainConfig, given: Optional[Sequence[str]] = None) -> TrainResult:
-    """Train as ``config`` says; with ``config.resume``, continue from ``out/last.pt`` exactly.
+    """Train as ``config`` says; with ``config.run.resume``, continue from ``out/last.pt`` exactly.
 
-    A folder that holds a run is refused to a new run unless ``config.overwrite`` (see
+    A folder that holds a run is refused to a new run unless ``config.run.overwrite`` (see
     :mod:`graphattn.text.runs`). On resume the checkpoint's configuration is used, except for the
     fields of :data:`~graphattn.text.runs.SAFE_ON_RESUME` (steps, time_limit, eval_every,
     accumulate, device, precision, dist_timeout...), which come from ``config``; any other field
@@ -246,7 +246,7 @@ def train(config: TrainConfig, given: Optional[Sequence[str]] = None) -> TrainRe
     :class:`~graphattn.distributed.DistributedError` after ``dist_timeout`` seconds.
     """
     check_config(config)
-    ctx = distributed.init(config.device, config.dist_timeout)
+    ctx = distributed.init(config.run.device, config.run.dist_timeout)
     devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
     try:
         # The run seeds and steps its own random streams; the caller's come back afterwards.
@@ -281,7 +281,7 @@ class _Run:
 
     @property
     def lm(self) -> bool:
-        return self.valid_set is not None
+        return self.config.kind == "lm"
 
     def checkpoint(self, valid: dict, rng_ranks: list) -> dict:
         if self.lm:
@@ -295,21 +295,21 @@ class _Run:
                 "rng": rng_ranks[0], "rng_ranks": rng_ranks,
                 "data": {"epoch": self.epoch, "batch": self.position, "global_batch": self.global_batch,
                          "world_size": self.ctx.world_size},
-                "config": asdict(self.config), "vocab": vocab, "best": best, "valid": valid, "run_id": self.run_id}
+                "config": self.config.to_flat(), "vocab": vocab, "best": best, "valid": valid, "run_id": self.run_id}
 
 
 def _train(config: TrainConfig, ctx: distributed.Context, given: Optional[Sequence[str]]) -> TrainResult:
-    out = Path(config.out)
+    out = Path(config.run.out)
     paths = {"last": out / "last.pt", "best": out / "best.pt", "log": out / "log.csv", "curves": out / "curves.png"}
     check_out(config)
-    ckpt = load_checkpoint(paths["last"]) if config.resume else None
+    ckpt = load_checkpoint(paths["last"]) if config.run.resume else None
     if ckpt is not None:
         config = resume_config(config_from_dict(ckpt["config"]), config, given)
         check_config(config)
         check_resume(ckpt, paths)
-    if not is_lm(config):
+    if config.kind == "translation":
         paths["attention"] = out / "attention.png"
-    torch.manual_seed(config.seed)  # inside train()'s fork_rng: the caller's generator is restored
+    torch.manual_seed(config.run.seed)  # inside train()'s fork_rng: the caller's generator is restored
     run = _build(config, ctx, paths, ckpt)  # reads and checks every file before anything is written
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -347,30 +347,32 @@ def _build(config: TrainConfig, ctx: distributed.Context, paths: dict, ckpt: Opt
     """Data, tokenizers, model, optimizer and schedule; from the checkpoint when resuming."""
     data = load_task(config)
     src_tok, tgt_tok = _tokenizers(config, ctx, data, ckpt)
-    if is_lm(config):
-        train_set, valid_set = LMDataset(data["train"], tgt_tok, config.context), LMDataset(data["valid"], tgt_tok, config.context)
+    if config.kind == "lm":
+        context = config.data.context
+        train_set, valid_set = LMDataset(data["train"], tgt_tok, context), LMDataset(data["valid"], tgt_tok, context)
         if not len(train_set) or not len(valid_set):
             raise ValueError(f"need training and validation text, got {train_set.num_tokens} and "
                              f"{valid_set.num_tokens} tokens to predict")
     else:
-        train_set, valid_set = ParallelDataset(data["train"], src_tok, tgt_tok, config.max_len), None
+        train_set, valid_set = ParallelDataset(data["train"], src_tok, tgt_tok, config.data.max_len), None
         if not len(train_set) or not data["valid"]:
             raise ValueError(f"need training and validation pairs, got {len(train_set)} and {len(data['valid'])}")
     model = build_model(config, None if src_tok is None else len(src_tok), len(tgt_tok)).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, noam_lambda(config.d_model, config.warmup, config.lr_factor))
+    rate = noam_lambda(config.model.d_model, config.optim.warmup, config.optim.lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
     # The global batch (what one optimizer step sees) is fixed when a run starts; a resumed run
     # keeps it whatever its number of processes, so it continues with the very same batches.
-    parts = ctx.world_size * config.accumulate  # micro-batches in a global batch
-    batch_size = config.batch_size or (None if config.max_tokens else 16 if valid_set is not None else 128)
+    parts = ctx.world_size * config.optim.accumulate  # micro-batches in a global batch
+    batch_size = config.optim.batch_size or (None if config.optim.max_tokens else 16 if config.kind == "lm" else 128)
     global_batch = {"batch_size": batch_size and batch_size * parts,
-                    "max_tokens": config.max_tokens and config.max_tokens * parts}
+                    "max_tokens": config.optim.max_tokens and config.optim.max_tokens * parts}
     run = _Run(config, ctx, paths, data, src_tok, tgt_tok, train_set, valid_set, model, optimizer, scheduler,
                global_batch)
     if ckpt is not None:
         _restore(run, ckpt)
     elif ctx.rank > 0:
-        torch.manual_seed(_rank_seed(config.seed, 0, ctx.rank))  # after the (broadcast) initialisation
+        torch.manual_seed(_rank_seed(config.run.seed, 0, ctx.rank))  # after the (broadcast) initialisation
     return run
 
 
@@ -381,7 +383,7 @@ def _restore(run: _Run, ckpt: dict) -> None:
     states = ckpt.get("rng_ranks") or [ckpt["rng"]]
     set_rng_state(states[min(run.ctx.rank, len(states) - 1)])
     if run.ctx.rank >= len(states):
-        torch.manual_seed(_rank_seed(run.config.seed, ckpt["step"], run.ctx.rank))
+        torch.manual_seed(_rank_seed(run.config.run.seed, ckpt["step"], run.ctx.rank))
     run.step, run.epoch, run.position = ckpt["step"], ckpt["data"]["epoch"], ckpt["data"]["batch"]
     run.run_id = ckpt.get("run_id") or run.run_id  # checkpoints of earlier releases had none
     run.global_batch = ckpt["data"].get("global_batch", run.global_batch)
@@ -393,7 +395,7 @@ def _data_warnings(run: _Run) -> list:
     """What the data cannot teach: see :func:`~graphattn.text.diagnostics.data_warnings`."""
     if run.lm:
         return data_warnings(None, run.tgt_tokenizer, valid_texts=run.data["valid"])
-    return data_warnings(run.src_tokenizer, run.tgt_tokenizer, run.data["valid"], run.train_set, run.config.max_len)
+    return data_warnings(run.src_tokenizer, run.tgt_tokenizer, run.data["valid"], run.train_set, run.config.data.max_len)
 
 
 def _batches(run: _Run, sampler: LengthBucketSampler):
@@ -406,40 +408,40 @@ def _batches(run: _Run, sampler: LengthBucketSampler):
             items = batches[run.position]
             run.position += 1
             yield [collate([run.train_set[i] for i in part]).to(run.ctx.device)
-                   for part in split_batch(items, run.config.accumulate)]
+                   for part in split_batch(items, run.config.optim.accumulate)]
         run.epoch, run.position = run.epoch + 1, 0
 
 
 def _loop(run: _Run):
-    """Steps until ``config.steps`` or the time limit; validation and checkpoints on the way."""
-    config, ctx = run.config, run.ctx
+    """Steps until ``optim.steps`` or the time limit; validation and checkpoints on the way."""
+    config, optim, ctx = run.config, run.config.optim, run.ctx
     sampler = LengthBucketSampler(run.train_set.lengths, batch_size=run.global_batch["batch_size"],
-                                  max_tokens=run.global_batch["max_tokens"], seed=config.seed,
+                                  max_tokens=run.global_batch["max_tokens"], seed=config.run.seed,
                                   num_replicas=ctx.world_size, rank=ctx.rank)
     ddp = distributed.wrap(FlatForward(run.model), ctx) if ctx.distributed else run.model
-    loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=config.label_smoothing)
-    if ctx.is_main and (ctx.distributed or config.accumulate > 1):
-        logger.info("%d process(es) x %d micro-batch(es) a step; global batch: %s", ctx.world_size, config.accumulate,
+    loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=optim.label_smoothing)
+    if ctx.is_main and (ctx.distributed or optim.accumulate > 1):
+        logger.info("%d process(es) x %d micro-batch(es) a step; global batch: %s", ctx.world_size, optim.accumulate,
                     ", ".join(f"{k} {v}" for k, v in run.global_batch.items() if v))
     run.log = _open_log(run) if ctx.is_main else None
     # tqdm draws in a terminal only (disable=None); elsewhere (a file, a pipe) a line every few steps
-    bar = tqdm(total=config.steps, initial=run.step, disable=None if config.progress and ctx.is_main else True,
+    bar = tqdm(total=optim.steps, initial=run.step, disable=None if config.run.progress and ctx.is_main else True,
                dynamic_ncols=True, desc="train")
-    every = max(1, min(config.eval_every, config.steps // 20)) if config.progress and ctx.is_main and bar.disable else 0
+    every = max(1, min(config.run.eval_every, optim.steps // 20)) if config.run.progress and ctx.is_main and bar.disable else 0
     losses, valid, stopped_by, tokens, seconds, start = [], {}, "steps", 0.0, 0.0, time.perf_counter()
     last_valid, valid_seconds = start, 0.0
     try:
         batches = _batches(run, sampler)
-        while run.step < config.steps:
+        while run.step < optim.steps:
             micro = next(batches)
             lr, tic = run.optimizer.param_groups[0]["lr"], time.perf_counter()
-            share = sampling_share(run.step, config.steps, config.scheduled_sampling)
-            loss = train_step(ddp, micro, run.optimizer, loss_fn, config.clip_norm, share, ctx, config.precision)
+            share = sampling_share(run.step, optim.steps, optim.scheduled_sampling)
+            loss = train_step(ddp, micro, run.optimizer, loss_fn, optim.clip_norm, share, ctx, config.run.precision)
             run.scheduler.step()
             run.step += 1
             now = time.perf_counter()
-            over_time = config.time_limit is not None and now - start > config.time_limit
-            due = config.eval_seconds is not None and now - last_valid >= config.eval_seconds
+            over_time = config.run.time_limit is not None and now - start > config.run.time_limit
+            due = config.run.eval_seconds is not None and now - last_valid >= config.run.eval_seconds
             # Summed so that every rank takes the same decisions, whatever its clock says.
             batch_tokens, over_time, due = distributed.all_sum([sum(mb.num_tokens for mb in micro), over_time, due], ctx)
             took = time.perf_counter() - tic
@@ -449,7 +451,7 @@ def _loop(run: _Run):
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:.0f}")
             stopped_by = "time_limit" if over_time else stopped_by  # every rank agrees: the flag was summed
             row = {"step": run.step, "loss": f"{loss:.6f}", "lr": f"{lr:.6g}", "tokens_per_s": f"{batch_tokens / took:.0f}"}
-            if run.step % config.eval_every == 0 or run.step == config.steps or over_time or due:
+            if run.step % config.run.eval_every == 0 or run.step == optim.steps or over_time or due:
                 valid = _validate(run)
                 row.update(_log_scores(valid))
                 last_valid = time.perf_counter()
@@ -457,7 +459,7 @@ def _loop(run: _Run):
             if run.log is not None:
                 run.log.write(row)
             if every and run.step % every == 0:
-                logger.info("step %d/%d: loss %.3f, lr %.2e, %.0f tokens/s", run.step, config.steps, loss, lr,
+                logger.info("step %d/%d: loss %.3f, lr %.2e, %.0f tokens/s", run.step, optim.steps, loss, lr,
                             tokens / seconds)
             if over_time:
                 break
@@ -484,8 +486,8 @@ def _validate(run: _Run) -> dict:
         if ctx.is_main:
             logger.info("step %d: valid perplexity %.3f (%.4f nats a token)", run.step, valid["perplexity"], valid["nll"])
     else:
-        pairs = run.data["valid"][:run.config.valid_subset]  # a fixed subset bounds the cost of greedy decoding
-        valid = evaluate_sharded(run.model, run.src_tokenizer, run.tgt_tokenizer, pairs, run.config.max_len, ctx)
+        pairs = run.data["valid"][:run.config.run.valid_subset]  # a fixed subset bounds the cost of greedy decoding
+        valid = translation_scores_sharded(run.model, run.src_tokenizer, run.tgt_tokenizer, pairs, run.config.data.max_len, ctx)
         score = valid["bleu"]
         if ctx.is_main:
             unit = "" if valid["bleu_tokenize"] == "13a" else f" ({valid['bleu_tokenize']})"
@@ -508,5 +510,5 @@ def _plot(run: _Run) -> None:
         return
     example = run.data["valid"][0][0]
     weights, src_tokens, out_tokens = attention_example(run.model, run.src_tokenizer, run.tgt_tokenizer, example,
-                                                        run.config.max_len)
+                                                        run.config.data.max_len)
     plot_attention(weights, src_tokens, out_tokens, run.paths["attention"], title="cross-attention, last decoder layer")

@@ -1,7 +1,6 @@
 """``graphattn train / translate / evaluate / generate`` as a user runs them: a process in a
 temporary folder, its exit status, its one-line errors, and the files that must survive it."""
 import csv
-import dataclasses
 import hashlib
 import os
 import subprocess
@@ -45,15 +44,15 @@ def runs(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(TrainConfig(train_size=160, valid_size=8, test_size=8, d_model=32, nhead=4, layers=1, ff=64,
-                          batch_size=32, warmup=20, steps=4, eval_every=2, max_len=24, out=str(root / "mt"),
-                          progress=False))
+        train(TrainConfig.from_flat(train_size=160, valid_size=8, test_size=8, d_model=32, num_heads=4, layers=1, ff=64,
+                                    batch_size=32, warmup=20, steps=4, eval_every=2, max_len=24, out=str(root / "mt"),
+                                    progress=False))
         text = []
         for i in range(4):
             (root / f"m{i}.py").write_text("".join(f"def f{i}_{j}(x):\n    return x + {j}\n" for j in range(10)))
             text.append(str(root / f"m{i}.py"))
-        train(TrainConfig(task="lm", text=text, context=16, d_model=16, nhead=2, layers=1, ff=32, steps=2,
-                          eval_every=2, vocab_size=270, valid_fraction=0.25, out=str(root / "lm"), progress=False))
+        train(TrainConfig.from_flat(task="lm", text=text, context=16, d_model=16, num_heads=2, layers=1, ff=32, steps=2,
+                                    eval_every=2, vocab_size=270, valid_fraction=0.25, out=str(root / "lm"), progress=False))
     finally:
         torch.set_num_threads(threads)
     return root

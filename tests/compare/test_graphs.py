@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from graphattn.cli import main
 from graphattn.compare.graphs import graph_report
@@ -39,3 +40,43 @@ def test_command_line_refuses_a_bad_pattern_before_training(tmp_path, capsys):
         main(["compare", "--graphs", "--patterns", "graph,grpah", "--out", str(tmp_path)])
     assert exit_info.value.code == 2 and "unknown pattern 'grpah'" in capsys.readouterr().err
     assert not (tmp_path / "graphs.md").exists()
+
+
+def test_runs_leave_the_global_generator_as_it_was():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = compare_graph_patterns(["graph"], TINY, seeds=[0], tasks=("neighbors_match",), progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    # A run seeds itself: another state of the caller's generator gives the same accuracy.
+    torch.manual_seed(7)
+    again = compare_graph_patterns(["graph"], TINY, seeds=[0], tasks=("neighbors_match",), progress=False)
+    assert again[0]["accuracy"] == first[0]["accuracy"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--graphs", "--steps", "3"], "--graphs trains for epochs, not steps: use --epochs"),
+    (["--train", "--epochs", "3"], "--epochs counts the epochs of --graphs"),
+    (["--graphs", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+])
+def test_graphs_count_epochs_and_train_counts_steps(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", *argv, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any training
+
+
+def test_epochs_reach_both_tasks(tmp_path, monkeypatch):
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(specs, settings, seeds, progress=True):
+        seen.update(tree=settings.tree_epochs, social=settings.social_epochs, seeds=seeds)
+        raise Stop
+
+    monkeypatch.setattr("graphattn.graphs.comparison.compare_graph_patterns", capture)
+    with pytest.raises(Stop):
+        main(["compare", "--graphs", "--quick", "--epochs", "3", "--threads", "1", "--out", str(tmp_path)])
+    assert seen == {"tree": 3, "social": 3, "seeds": [0]}

@@ -9,7 +9,7 @@ from graphattn.compare import listops
 
 
 def reference_value(tokens):
-    """Recursive descent, written apart from listops.evaluate's stack machine."""
+    """Recursive descent, written apart from listops.expression_value's stack machine."""
     def parse(i):
         tok = tokens[i]
         if tok.isdigit():
@@ -35,16 +35,16 @@ def reference_value(tokens):
 
 def test_labels_agree_with_independent_evaluator():
     for tokens in listops.generate(300, 8, 200, seed=3):
-        assert listops.evaluate(tokens) == reference_value(tokens)
+        assert listops.expression_value(tokens) == reference_value(tokens)
 
 
 def test_known_values():
-    assert listops.evaluate("[MAX 4 3 [MIN 2 3 ] 1 0 ]".split()) == 4
-    assert listops.evaluate("[MED 1 5 8 9 2 ]".split()) == 5
-    assert listops.evaluate("[MED 1 4 ]".split()) == 2  # lower middle of an even count
-    assert listops.evaluate("[SM 9 8 [MAX 7 ] ]".split()) == 4
+    assert listops.expression_value("[MAX 4 3 [MIN 2 3 ] 1 0 ]".split()) == 4
+    assert listops.expression_value("[MED 1 5 8 9 2 ]".split()) == 5
+    assert listops.expression_value("[MED 1 4 ]".split()) == 2  # lower middle of an even count
+    assert listops.expression_value("[SM 9 8 [MAX 7 ] ]".split()) == 4
     with pytest.raises(ValueError):
-        listops.evaluate("[MAX 1 2".split())
+        listops.expression_value("[MAX 1 2".split())
 
 
 def test_lengths_determinism_and_encoding():
@@ -54,7 +54,7 @@ def test_lengths_determinism_and_encoding():
     assert all(32 <= len(t) <= 128 for t in a)
     ids = listops.encode(a[0])
     assert ids[0] == listops.VOCAB.index("<cls>") and ids.numel() == len(a[0]) + 1
-    labels = torch.tensor([listops.evaluate(t) for t in a])
+    labels = torch.tensor([listops.expression_value(t) for t in a])
     assert len(labels.unique()) == 10  # every class occurs
     with pytest.raises(ValueError, match="min_len"):
         listops.generate(1, 10, 5)
@@ -69,12 +69,12 @@ def test_shallow_sparse_task_agrees_and_rests_on_few_digits():
     assert max(map(len, exprs)) > 480 and min(map(len, exprs)) < 64
     informative = []
     for t in exprs:
-        assert listops.evaluate(t) == reference_value(t)
+        assert listops.expression_value(t) == reference_value(t)
         identity = str(listops.IDENTITY[t[0]])
         informative.append(sum(d != identity for d in t[1:-1]))
     # About 3 uniform digits per expression (some equal the identity by chance), whatever the length.
     assert 2.0 < statistics.mean(informative) < 3.5
-    labels = torch.tensor([listops.evaluate(t) for t in exprs])
+    labels = torch.tensor([listops.expression_value(t) for t in exprs])
     assert len(labels.unique()) == 10 and float((labels == labels.mode().values).float().mean()) < 0.3
 
 
@@ -83,7 +83,7 @@ def test_nested_knobs_agree_with_independent_evaluator():
                    {"max_depth": 2, "max_args": 40, "operators": ("[MAX", "[MIN", "[SM"), "informative": 2.0}):
         exprs = listops.generate(200, 16, 300, seed=7, **kwargs)
         for t in exprs:
-            assert listops.evaluate(t) == reference_value(t)
+            assert listops.expression_value(t) == reference_value(t)
         steps = [[1 if x.startswith("[") else -1 if x == "]" else 0 for x in t] for t in exprs]
         assert max(max(itertools.accumulate(s)) for s in steps) <= kwargs["max_depth"]
         assert all(tok in listops.OPERATORS or tok == "]" or tok.isdigit() for t in exprs for tok in t)

@@ -6,6 +6,7 @@ import torch
 
 from graphattn import compare
 from graphattn import patterns as P
+from graphattn.compare.stats import layer_step
 
 
 def test_stats_table_path_lengths_equal_closed_forms():
@@ -48,3 +49,12 @@ def test_default_patterns_are_named_in_the_grammar():
         assert P.parse(name) == pattern and P.parse(repr(pattern)) == pattern
     for name, pattern in compare.default_train_patterns(128).items():
         assert P.parse(name) == pattern
+
+
+def test_layer_step_leaves_the_global_generator_as_it_was():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    for kind, pattern in (("attention", P.window(2)), ("attention", P.dense()), ("lstm", None), ("conv1d", None)):
+        torch.manual_seed(123)
+        layer_step(kind, pattern, 12, 8, 2)()
+        assert torch.equal(torch.rand(3), expected), kind

@@ -61,8 +61,31 @@ def test_missing_files_say_where_they_come_from(tmp_path):
 def test_recipe_config_points_at_the_files(tmp_path):
     write_corpus(tmp_path, {"train": 5, "valid": 3, "test": 2})
     config = recipe_config(tmp_path, time_limit=60.0, seed=3)
-    assert (config.src, config.valid_tgt) == (str(tmp_path / "train.en.gz"), str(tmp_path / "val.de.gz"))
-    assert (config.time_limit, config.seed, config.min_frequency) == (60.0, 3, 2)
+    assert (config.data.src, config.data.valid_tgt) == (str(tmp_path / "train.en.gz"), str(tmp_path / "val.de.gz"))
+    assert (config.run.time_limit, config.run.seed, config.data.min_frequency) == (60.0, 3, 2)
+
+
+def example_overrides():
+    """``overrides`` of examples/multi30k.py, the parser of its ``--set FIELD=VALUE``."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "multi30k.py"
+    spec = importlib.util.spec_from_file_location("multi30k_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.overrides
+
+
+def test_example_set_flat_fields_reach_their_roles(tmp_path):
+    write_corpus(tmp_path, {"train": 5, "valid": 3, "test": 2})
+    overrides = example_overrides()(["d_model=64", "num_heads=8", "eval_seconds=30", "warmup=50",
+                                     "encoder_pattern=window:4", "valid_subset=null", "shared_vocab=true"])
+    config = recipe_config(tmp_path, **overrides)
+    assert (config.model.d_model, config.model.num_heads, config.model.encoder_pattern) == (64, 8, "window:4")
+    assert (config.run.eval_seconds, config.run.valid_subset, config.optim.warmup) == (30, None, 50)
+    assert config.data.shared_vocab is True and config.data.vocab_size == 4000  # the recipe's, untouched
+    with pytest.raises(ValueError, match=r"unknown TrainConfig fields \['nhead'\] \(nhead is now num_heads\)"):
+        recipe_config(tmp_path, **example_overrides()(["nhead=8"]))
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"Multi30k not found at {REAL} (set GRAPHATTN_DATA); files: {SOURCE}")
@@ -83,13 +106,13 @@ def test_compare_patterns_on_a_tiny_corpus(tmp_path, one_thread):
     write_corpus(tmp_path, {"train": 40, "valid": 6, "test": 5})
     rows = compare_patterns(tmp_path, tmp_path / "runs", time_limit=60.0, encoder_patterns=["dense", "window:2"],
                             decoder_patterns=["causal", "causal&window:2"], check_counts=False, steps=2,
-                            d_model=16, nhead=2, layers=2, ff=32, vocab_size=300, max_tokens=200)
+                            d_model=16, num_heads=2, layers=2, ff=32, vocab_size=300, max_tokens=200)
     assert [(r["encoder"], r["decoder"]) for r in rows] == [("dense", "causal"), ("window:2", "causal"),
                                                               ("dense", "causal&window:2")]
     assert all(r["steps"] == 2 and r["tokens_per_s"] > 0 and 0 <= r["test_bleu"] <= 100 for r in rows)
     # Path lengths by hand: dense reaches everything in one layer; window:2 moves 2 positions a layer
     # across the longest test source ("A dog runs N." + <eos>, as many tokens as the tokenizer makes).
-    from graphattn.text.config import load_model
+    from graphattn.text.build import load_model
     _, src_tok, _, _ = load_model(tmp_path / "runs" / "window-2__causal" / "best.pt")
     longest = max(len(src_tok.encode(f"A dog runs {i}.", add_eos=False)) + 1 for i in range(5))
     assert rows[0]["max_path_length"] == 1

@@ -1,6 +1,5 @@
 """A run's folder belongs to one run (runs.py), through train() in this process."""
 import csv
-import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -18,10 +17,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(out, **changes) -> TrainConfig:
-    config = TrainConfig(train_size=160, valid_size=8, test_size=8, d_model=32, nhead=4, layers=1, ff=64,
-                         batch_size=32, warmup=20, lr_factor=2.0, steps=4, eval_every=2, max_len=24, out=str(out),
-                         progress=False)
-    return dataclasses.replace(config, **changes)
+    config = TrainConfig.from_flat(train_size=160, valid_size=8, test_size=8, d_model=32, num_heads=4, layers=1, ff=64,
+                                   batch_size=32, warmup=20, lr_factor=2.0, steps=4, eval_every=2, max_len=24, out=str(out),
+                                   progress=False)
+    return config.replace(**changes)
 
 
 def digests(folder) -> dict:
@@ -128,19 +127,19 @@ def test_resume_lists_each_changed_setting_and_takes_the_safe_ones(old_run, tmp_
     out = copy_of(old_run, tmp_path)
     before = digests(out)
     with pytest.raises(ValueError) as info:
-        train(tiny(out, resume=True, d_model=64, nhead=8, tokenizer="char", steps=6))
+        train(tiny(out, resume=True, d_model=64, num_heads=8, tokenizer="char", steps=6))
     message = str(info.value)
-    for part in ("--d-model 64 (checkpoint: 32)", "--nhead 8 (checkpoint: 4)", "--tokenizer 'char' (checkpoint: 'auto')",
+    for part in ("--d-model 64 (checkpoint: 32)", "--num-heads 8 (checkpoint: 4)", "--tokenizer 'char' (checkpoint: 'auto')",
                  "safe to change on resume: --steps, --time-limit", "--eval-every", "--threads"):
         assert part in message
     assert "--steps 6" not in message and digests(out) == before
     # given: the fields set on the command line, even where they equal TrainConfig's defaults
     saved = tiny(out)
     with pytest.raises(ValueError, match=r"--d-model 128 \(checkpoint: 32\)"):
-        resume_config(saved, TrainConfig(out=str(out), resume=True), given=["d_model"])
-    merged = resume_config(saved, TrainConfig(out=str(out), resume=True, steps=9, eval_every=3), given=["steps", "eval_every"])
-    assert (merged.steps, merged.eval_every, merged.d_model) == (9, 3, 32)
-    assert resume_config(saved, TrainConfig(out=str(out), resume=True), given=[]).eval_every == 2
+        resume_config(saved, TrainConfig.from_flat(out=str(out), resume=True), given=["d_model"])
+    merged = resume_config(saved, TrainConfig.from_flat(out=str(out), resume=True, steps=9, eval_every=3), given=["steps", "eval_every"])
+    assert (merged.optim.steps, merged.run.eval_every, merged.model.d_model) == (9, 3, 32)
+    assert resume_config(saved, TrainConfig.from_flat(out=str(out), resume=True), given=[]).run.eval_every == 2
     assert {"steps", "time_limit", "eval_every"} <= set(SAFE_ON_RESUME)
     result = train(tiny(out, resume=True, steps=6, eval_every=3))
     assert result.step == 6 and len(set(log_runs(out))) == 1 and len(log_runs(out)) == 6

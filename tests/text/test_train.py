@@ -1,6 +1,5 @@
 """Training loop, checkpoints and the command line (train.py, checkpoint.py, plots.py, cli.py)."""
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -14,7 +13,8 @@ import torch
 from graphattn import cli
 from graphattn import patterns as P
 from graphattn.text.checkpoint import REQUIRED_KEYS, load_checkpoint, save_checkpoint
-from graphattn.text.config import TrainConfig, build_model, load_model
+from graphattn.text.build import build_model, load_model
+from graphattn.text.config import FIELD_ROLES, TrainConfig
 from graphattn.text.data import ParallelDataset, flat_collate
 from graphattn.nn import CausalLM
 from graphattn.text.decoding import greedy_decode
@@ -28,10 +28,10 @@ from graphattn.text.tokenizer import BOS_ID, Tokenizer
 
 def tiny(tmp_path, name="run", **changes) -> TrainConfig:
     """A configuration that trains in about a second: 160 pairs, one small layer each side."""
-    config = TrainConfig(train_size=160, valid_size=8, test_size=8, d_model=32, nhead=4, layers=1, ff=64,
-                         batch_size=32, warmup=20, lr_factor=2.0, steps=10, eval_every=1000, max_len=24,
-                         out=str(tmp_path / name), progress=False)
-    return dataclasses.replace(config, **changes)
+    config = TrainConfig.from_flat(train_size=160, valid_size=8, test_size=8, d_model=32, num_heads=4, layers=1, ff=64,
+                                   batch_size=32, warmup=20, lr_factor=2.0, steps=10, eval_every=1000, max_len=24,
+                                   out=str(tmp_path / name), progress=False)
+    return config.replace(**changes)
 
 
 TINY_FLAGS = ["--train-size", "160", "--valid-size", "8", "--test-size", "8", "--d-model", "32", "--layers", "1",
@@ -136,8 +136,8 @@ def test_corrupt_checkpoints_raise_clear_errors(tmp_path):
 
 def test_resume_from_corrupt_checkpoint_keeps_it(tmp_path):
     config = tiny(tmp_path, steps=2, resume=True)
-    os.makedirs(config.out)
-    last = os.path.join(config.out, "last.pt")
+    os.makedirs(config.run.out)
+    last = os.path.join(config.run.out, "last.pt")
     with open(last, "wb") as f:
         f.write(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match="last.pt"):
@@ -184,7 +184,7 @@ def test_train_step_feeds_predictions_with_scheduled_sampling():
     pairs = number_pairs(range(20, 30))
     src_vocab, tgt_vocab = Tokenizer.train((s for s, _ in pairs), "word"), Tokenizer.train((t for _, t in pairs), "word")
     batch = flat_collate([ParallelDataset(pairs, src_vocab, tgt_vocab)[i] for i in range(10)])
-    model = build_model(TrainConfig(d_model=16, nhead=2, layers=1, ff=32, dropout=0.0), len(src_vocab), len(tgt_vocab))
+    model = build_model(TrainConfig.from_flat(d_model=16, num_heads=2, layers=1, ff=32, dropout=0.0), len(src_vocab), len(tgt_vocab))
     seen = []
     model.tgt_embed.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -217,7 +217,7 @@ def test_reference_torch_trains_and_decodes(tmp_path):
     result = train(tiny(tmp_path, steps=30, reference_torch=True))
     assert isinstance(result.model, TorchSeq2Seq)
     assert sum(result.losses[-5:]) < 0.8 * sum(result.losses[:5])
-    graph = build_model(dataclasses.replace(result.config, reference_torch=False), len(result.src_tokenizer),
+    graph = build_model(result.config.replace(reference_torch=False), len(result.src_tokenizer),
                         len(result.tgt_tokenizer))
     assert sum(p.numel() for p in graph.parameters()) == sum(p.numel() for p in result.model.parameters())
     src, ptr = torch.tensor([4, 5, 2, 6, 7, 8, 2]), torch.tensor([0, 3, 7])
@@ -233,9 +233,9 @@ def test_reference_torch_trains_and_decodes(tmp_path):
 def test_every_config_field_has_one_flag():
     args = cli.build_parser().parse_args(["train"])
     dests = set(vars(args)) - {"command", "func", "parser", "threads"}  # threads: the entry point's, not the run's
-    assert dests == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert dests == set(FIELD_ROLES) == set(TrainConfig().to_flat())
     # Defaults come marked as not given (what --resume needs to know), and unwrap to TrainConfig's.
-    assert TrainConfig(**{name: getattr(args, name).value for name in dests}) == TrainConfig()
+    assert TrainConfig.from_flat({name: getattr(args, name).value for name in dests}) == TrainConfig()
 
 
 def test_cli_train_translate_evaluate(tmp_path, capsys, monkeypatch, trained):
@@ -321,7 +321,7 @@ def test_version_one_checkpoint_resumes_as_version_two(tmp_path):
     shutil.copy(DATA / "numbers_v1.pt", out / "last.pt")
     old = load_checkpoint(out / "last.pt")
     # The settings are the checkpoint's: only the steps are given.
-    result = train(TrainConfig(out=str(out), steps=old["step"] + 2, resume=True, progress=False))
+    result = train(TrainConfig.from_flat(out=str(out), steps=old["step"] + 2, resume=True, progress=False))
     new = load_checkpoint(result.paths["last"])
     assert new["version"] == 2 and new["step"] == old["step"] + 2
     assert Tokenizer.from_dict(new["vocab"]["tgt"]) == Tokenizer.from_dict(old["vocab"]["tgt"])
@@ -396,7 +396,7 @@ def test_bad_files_are_refused_before_a_checkpoint_is_touched(tmp_path, bad):
     src, tgt = write_pairs(tmp_path, number_pairs(range(0, 300, 3)))
     config = tiny(tmp_path, "run", src=src, tgt=tgt, vocab_size=300, steps=2)
     train(config)
-    before = {p.name: p.read_bytes() for p in Path(config.out).iterdir()}
+    before = {p.name: p.read_bytes() for p in Path(config.run.out).iterdir()}
     good = Path(tgt).read_bytes()
     if bad == "undecodable":  # a byte that starts no UTF-8 character, in the line "soixante"
         Path(tgt).write_bytes(good.replace("soixante".encode(), b"soix\xe2nte", 1))
@@ -409,8 +409,8 @@ def test_bad_files_are_refused_before_a_checkpoint_is_touched(tmp_path, bad):
         message = "same number of lines"
     for resume in (False, True):  # a new run replacing the one in the directory, and a resumed one
         with pytest.raises(ValueError, match=message):
-            train(dataclasses.replace(config, resume=resume, overwrite=not resume, steps=4))
-        assert {p.name: p.read_bytes() for p in Path(config.out).iterdir()} == before
+            train(config.replace(resume=resume, overwrite=not resume, steps=4))
+        assert {p.name: p.read_bytes() for p in Path(config.run.out).iterdir()} == before
 
 
 def write_code(tmp_path, count=6):
@@ -424,11 +424,11 @@ def write_code(tmp_path, count=6):
 
 
 def lm_config(tmp_path, name="lm", **changes) -> TrainConfig:
-    config = TrainConfig(task="lm", text=write_code(tmp_path), valid_fraction=0.2, context=16, d_model=32, nhead=4,
-                         layers=1, ff=64, batch_size=8, warmup=10, lr_factor=2.0, steps=12, eval_every=6,
-                         vocab_size=300, out=str(tmp_path / name), progress=False,
-                         decoder_pattern="causal&window:8", positional="relative")
-    return dataclasses.replace(config, **changes)
+    config = TrainConfig.from_flat(task="lm", text=write_code(tmp_path), valid_fraction=0.2, context=16, d_model=32, num_heads=4,
+                                   layers=1, ff=64, batch_size=8, warmup=10, lr_factor=2.0, steps=12, eval_every=6,
+                                   vocab_size=300, out=str(tmp_path / name), progress=False,
+                                   decoder_pattern="causal&window:8", positional="relative")
+    return config.replace(**changes)
 
 
 def test_language_model_trains_validates_and_resumes(tmp_path):

@@ -1,25 +1,25 @@
 """What validation costs inside a time budget (TrainConfig's eval_seconds and valid_subset), and
 the BPE min_frequency option that real text needs."""
 import csv
-import dataclasses
 
 import pytest
 
-from graphattn.text.config import TrainConfig, build_tokenizers, check_config, load_task
-from graphattn.text.evaluation import evaluate
+from graphattn.text.build import build_tokenizers, load_task
+from graphattn.text.config import TrainConfig, check_config
+from graphattn.text.evaluation import translation_scores
 from graphattn.text.tokenizer import Tokenizer
 from graphattn.text.train import train
 
 
 def tiny(tmp_path, **changes) -> TrainConfig:
-    config = TrainConfig(train_size=160, valid_size=8, test_size=8, d_model=32, nhead=4, layers=1, ff=64,
-                         batch_size=32, warmup=20, lr_factor=2.0, steps=6, eval_every=1000, max_len=24,
-                         out=str(tmp_path / "run"), progress=False)
-    return dataclasses.replace(config, **changes)
+    config = TrainConfig.from_flat(train_size=160, valid_size=8, test_size=8, d_model=32, num_heads=4, layers=1, ff=64,
+                                   batch_size=32, warmup=20, lr_factor=2.0, steps=6, eval_every=1000, max_len=24,
+                                   out=str(tmp_path / "run"), progress=False)
+    return config.replace(**changes)
 
 
 def validated_steps(config: TrainConfig) -> list:
-    with open(f"{config.out}/log.csv", newline="") as f:
+    with open(f"{config.run.out}/log.csv", newline="") as f:
         return [int(r["step"]) for r in csv.DictReader(f) if r["valid_bleu"]]
 
 
@@ -31,7 +31,7 @@ def test_valid_subset_scores_the_first_pairs(tmp_path, one_thread):
     # The last validation scored the last weights on the first 3 pairs; the best checkpoint was
     # chosen by that score: evaluating its weights on the same pairs gives the best score back.
     pairs = load_task(config)["valid"][:3]
-    scores = evaluate(result.model, result.src_tokenizer, result.tgt_tokenizer, pairs, config.max_len)
+    scores = translation_scores(result.model, result.src_tokenizer, result.tgt_tokenizer, pairs, config.data.max_len)
     assert scores["bleu"] == pytest.approx(result.best_bleu)
 
 
@@ -60,5 +60,5 @@ def test_min_frequency_reaches_the_tokenizers(tmp_path):
     src_tok, tgt_tok = build_tokenizers(config, data)
     assert src_tok == Tokenizer.train([s for s, _ in data["train"]], "bpe", None, min_frequency=50)
     assert tgt_tok == Tokenizer.train([t for _, t in data["train"]], "bpe", None, min_frequency=50)
-    default, _ = build_tokenizers(dataclasses.replace(config, min_frequency=None), data)
+    default, _ = build_tokenizers(config.replace(min_frequency=None), data)
     assert len(default) != len(src_tok)
