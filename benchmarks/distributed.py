@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODEL = ["--d-model", "128", "--nhead", "4", "--layers", "3", "--ff", "512", "--lr-factor", "0.7", "--warmup", "200",
+MODEL = ["--d-model", "128", "--num-heads", "4", "--layers", "3", "--ff", "512", "--lr-factor", "0.7", "--warmup", "200",
          "--valid-size", "50", "--device", "cpu", "--no-progress"]
 
 

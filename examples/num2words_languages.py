@@ -81,7 +81,7 @@ def main() -> None:
               flush=True)
         out = graphattn("train", "--src", files["train"][0], "--tgt", files["train"][1],
                         "--valid-src", files["valid"][0], "--valid-tgt", files["valid"][1],
-                        "--tokenizer", args.tokenizer, "--d-model", "128", "--nhead", "4", "--layers", "3",
+                        "--tokenizer", args.tokenizer, "--d-model", "128", "--num-heads", "4", "--layers", "3",
                         "--ff", "512", "--batch-size", "128", "--lr-factor", "0.7", "--warmup", "200",
                         "--eval-every", "100", "--steps", str(args.steps), "--time-limit", str(args.time_limit),
                         "--seed", str(args.seed), "--threads", str(args.threads), "--no-progress",
