@@ -8,7 +8,7 @@ from torch import nn
 
 from graphattn import patterns as P
 from graphattn.nn import CausalLM, positional_encoding
-from graphattn.nn.causal_lm import sample_next
+from graphattn.nn.generation import sample_next
 from graphattn.utils import lengths_to_ptr
 
 V = 23
@@ -123,7 +123,7 @@ def test_rolling_cache_keeps_the_window_only():
     with pytest.raises(ValueError, match="the cache holds 3 positions, the sequences reach 4"):
         model.prefill(seq[0, :4], torch.tensor([0, 4]), small)
     model.prefill(seq[0, :3], torch.tensor([0, 3]), small)
-    with pytest.raises(ValueError, match="give init_cache a larger capacity"):
+    with pytest.raises(ValueError, match="give the cache a larger capacity"):
         model.decode_step(seq[0, 3:4], small)
 
 
