@@ -8,7 +8,6 @@ from torch import nn
 
 from graphattn import patterns as P
 from graphattn.nn import CausalLM, positional_encoding
-from graphattn.nn.generation import sample_next
 from graphattn.utils import lengths_to_ptr
 
 V = 23
@@ -144,18 +143,6 @@ def test_sampling_is_seeded_locally_and_follows_top_k_top_p():
         logits = model(out)  # [2, 16, V]
     top3 = logits[:, 3:-1].topk(3, dim=-1).indices
     assert bool((top3 == out[:, 4:, None]).any(-1).all())
-
-
-def test_sample_next_nucleus_and_temperature():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
-    g = torch.Generator().manual_seed(0)
-    counts = torch.bincount(sample_next(logits, top_p=0.7, generator=g), minlength=4)
-    assert counts[2] == counts[3] == 0  # 0.5 + 0.3 reach 0.7: the rest is cut
-    assert abs(counts[0] / 4000 - 0.5 / 0.8) < 0.03
-    counts = torch.bincount(sample_next(logits, temperature=0.5, generator=g), minlength=4).float() / 4000
-    sharpened = torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2
-    torch.testing.assert_close(counts, sharpened / sharpened.sum(), atol=0.03, rtol=0)
-    assert sample_next(logits[:2], temperature=0).tolist() == [0, 0]
 
 
 def test_eos_stops_a_sequence():
