@@ -2,80 +2,30 @@ r"""A decoder-only language model whose self-attention is a causal pattern on th
 
 :class:`CausalLM` stacks pre-norm :class:`~graphattn.nn.TransformerEncoderLayer` blocks over a
 ``causal`` or ``causal&window:w`` pattern, with a tied output layer. :meth:`CausalLM.generate`
-samples with a key/value cache (:class:`KVCache`); under ``causal&window:w`` the cache is a ring
+samples with a key/value cache (:class:`~graphattn.nn.KVCache`); under ``causal&window:w`` the cache is a ring
 of the last ``w + 1`` positions, so its memory stays flat however long generation runs.
 """
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
-from dataclasses import dataclass
+from functools import partial
+from numbers import Integral
 from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from graphattn import patterns as P
-from graphattn.nn.positional import RelativePositionBias, positional_encoding, relative_position_buckets
+from graphattn.nn.generation import Redecode, sample, sampler, trim_at_eos
+from graphattn.nn.kv_cache import KVCache
+from graphattn.nn.positional import RelativePositionBias, positional_encoding
 from graphattn.nn.transformer_layers import TransformerEncoderLayer, stack_edges
-from graphattn.utils.batch import local_positions, pack_sequences, ptr_to_batch, to_flat
+from graphattn.utils.batch import local_positions, pack_sequences, to_flat
 from graphattn.utils.checks import check_choice, check_float, check_int, check_ptr, eager_only
 
-__all__ = ["CausalLM", "KVCache", "sample_next", "POSITIONALS"]
+__all__ = ["CausalLM", "POSITIONALS"]
 
 POSITIONALS = ("sinusoidal", "relative")
-
-
-@dataclass
-class KVCache:
-    """Keys and values of the positions a :class:`CausalLM` may still attend, per layer.
-
-    Slot ``p % size`` of sequence ``m`` holds position ``p``: with ``size`` at least the longest
-    sequence that is the full cache, with ``size = w + 1`` under ``causal&window:w`` a ring that
-    overwrites what the window no longer reaches.
-    """
-
-    keys: list  # per layer [M, size, H, D]
-    values: list  # per layer [M, size, H, D]
-    positions: Tensor  # [M, size] position held by each slot, -1 where empty
-    length: Tensor  # [M] positions written so far (the next position of each sequence)
-
-    @property
-    def size(self) -> int:
-        return self.positions.size(1)
-
-    def nbytes(self) -> int:
-        """Bytes of the key and value buffers of every layer."""
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
-
-    def write(self, layer: int, rows: Tensor, positions: Tensor, k: Tensor, v: Tensor) -> None:
-        """Store ``k, v`` (``[n, H, D]``) of sequences ``rows`` at ``positions`` (both ``[n]``)."""
-        slots = positions % self.size
-        self.keys[layer][rows, slots] = k
-        self.values[layer][rows, slots] = v
-        if layer == 0:
-            self.positions[rows, slots] = positions
-
-
-def sample_next(logits: Tensor, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                generator: Optional[torch.Generator] = None) -> Tensor:
-    r"""One token per row of ``logits [M, V]``: greedy for ``temperature == 0``, else sampled from
-    :math:`\operatorname{softmax}(z / T)` restricted to the ``top_k`` most probable tokens and to
-    the smallest set whose probability reaches ``top_p`` (nucleus sampling; the most probable
-    token always stays). Returns ``[M]`` LongTensor."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Drop a token when the tokens before it already reach top_p.
-        drop = probs.cumsum(-1) - probs >= top_p
-        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), -math.inf)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
 class CausalLM(nn.Module):
@@ -156,7 +106,7 @@ class CausalLM(nn.Module):
     @property
     def window(self) -> Optional[int]:
         """How far back a query attends (``w`` of ``causal&window:w``), or None for ``causal``."""
-        return self.pattern.left
+        return self.pattern.as_band().left
 
     # ------------------------------------------------------------------------- forward
 
@@ -186,14 +136,8 @@ class CausalLM(nn.Module):
         """
         x = self._embed(tokens, local_positions(ptr))
         edge_index, bias = self._attention_inputs(ptr)
-        if cache is not None:
-            rows, pos = ptr_to_batch(ptr), local_positions(ptr)
-            keep = pos >= ptr.diff()[rows] - cache.size
         for i, layer in enumerate(self.layers):
-            if cache is not None:  # the keys and values this block computes, projected once more
-                h = layer.norm1(x[keep]) if self.norm_first else x[keep]
-                cache.write(i, rows[keep], pos[keep], *layer.self_attn.project_key_value(h))
-            x = layer(x, ptr, edge_index, bias)
+            x = layer(x, ptr, edge_index, bias) if cache is None else layer.prefill(x, ptr, cache, i, edge_index, bias)
         return x if self.norm is None else self.norm(x)
 
     def forward_flat(self, tokens: Tensor, ptr: Tensor) -> Tensor:
@@ -231,56 +175,8 @@ class CausalLM(nn.Module):
         With ``rolling`` and a windowed pattern it keeps ``w + 1`` slots (all that the window
         reaches); otherwise ``capacity`` slots.
         """
-        size = check_int("capacity", capacity, 1)
-        if rolling and self.window is not None:
-            size = min(size, self.window + 1)
-        weight = self.embed.weight
-        shape = (check_int("batch_size", batch_size, 1), size, self.num_heads, self.d_model // self.num_heads)
-        buffers = [weight.new_zeros(shape) for _ in range(2 * self.num_layers)]
-        positions = torch.full((batch_size, size), -1, dtype=torch.long, device=weight.device)
-        return KVCache(buffers[:self.num_layers], buffers[self.num_layers:], positions,
-                       torch.zeros(batch_size, dtype=torch.long, device=weight.device))
-
-    def _cached_attention(self, layer: int, h: Tensor, cache: KVCache, query_pos: Tensor) -> Tensor:
-        """Self-attention of one query per sequence (``h [M, d]`` at ``query_pos [M]``) to the cache."""
-        num = h.size(0)
-        # Slots past the furthest position are empty until a ring wraps: leave them out.
-        size = min(cache.size, int(query_pos.max()) + 1)
-        positions = cache.positions[:, :size]
-        rel = query_pos.unsqueeze(1) - positions  # [M, size]
-        valid = (positions >= 0) & (rel >= 0)
-        if self.window is not None:
-            valid &= rel <= self.window
-        bias = None
-        if self.rel_bias is not None or not bool(valid.all()):
-            bias = torch.zeros(num, size, self.num_heads, dtype=h.dtype, device=h.device)
-            if self.rel_bias is not None:
-                bias = self.rel_bias.embedding(relative_position_buckets(rel.clamp(min=0).flatten(),
-                                                                         self.rel_bias.max_distance)).view_as(bias)
-            bias = bias.masked_fill(~valid.unsqueeze(-1), -math.inf).flatten(0, 1)  # [M * size, H]
-        one = torch.arange(num + 1, device=h.device)
-        kv = (cache.keys[layer][:, :size].flatten(0, 1), cache.values[layer][:, :size].flatten(0, 1))
-        return self.layers[layer].self_attn(h, key_value=kv, pattern=P.cross(), ptr=one, key_ptr=one * size,
-                                            attn_bias=bias)
-
-    def _block_step(self, i: int, x: Tensor, cache: KVCache, pos: Tensor) -> Tensor:
-        """Layer ``i`` on the newest position of each sequence, its keys and values into the cache."""
-        layer = self.layers[i]
-        h = layer.norm1(x) if self.norm_first else x
-        k, v = layer.self_attn.project_key_value(h)
-        cache.write(i, torch.arange(x.size(0), device=x.device), pos, k, v)
-        sa = layer.dropout1(self._cached_attention(i, h, cache, pos))
-        x = x + sa if self.norm_first else layer.norm1(x + sa)
-        h = layer.norm2(x) if self.norm_first else x
-        ff = layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(h)))))
-        return x + ff if self.norm_first else layer.norm2(x + ff)
-
-    def _check_room(self, cache: KVCache, length: int) -> None:
-        """A ring may overwrite only what the window no longer reaches."""
-        if length > cache.size and (self.window is None or cache.size <= self.window):
-            reach = "all earlier positions" if self.window is None else f"{self.window + 1} positions"
-            raise ValueError(f"the cache holds {cache.size} positions, the sequences reach {length} and {self.pattern!r} "
-                             f"attends {reach}: give init_cache a larger capacity")
+        return KVCache.empty(self.num_layers, batch_size, capacity, self.num_heads, self.d_model // self.num_heads,
+                             self.window, self.embed.weight, rolling)
 
     def decode_step(self, tokens: Tensor, cache: KVCache) -> Tensor:
         """Logits ``[M, V]`` after appending ``tokens [M]`` (one per sequence) to the cached ones.
@@ -289,10 +185,10 @@ class CausalLM(nn.Module):
         (up to float rounding).
         """
         pos = cache.length.clone()
-        self._check_room(cache, int(pos.max()) + 1)
+        cache.check_room(int(pos.max()) + 1)
         x = self._embed(tokens, pos)
-        for i in range(self.num_layers):
-            x = self._block_step(i, x, cache, pos)
+        for i, layer in enumerate(self.layers):
+            x = layer.step(x, cache, i, pos, self.rel_bias)
         cache.length += 1
         return self.lm_head(x if self.norm is None else self.norm(x))
 
@@ -305,7 +201,7 @@ class CausalLM(nn.Module):
         if lengths.numel() != cache.length.numel() or bool((lengths < 1).any()):
             raise ValueError(f"need one non-empty prompt per cached sequence ({cache.length.numel()}), "
                              f"got lengths {lengths.tolist()}")
-        self._check_room(cache, int(lengths.max()))
+        cache.check_room(int(lengths.max()))
         hidden = self.hidden(tokens, ptr, cache)
         cache.length = lengths.clone()
         return self.lm_head(hidden[ptr[1:] - 1])
@@ -314,7 +210,8 @@ class CausalLM(nn.Module):
     def generate(self, prompt, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, seed: Optional[int] = None, eos_id: Optional[int] = None,
                  use_cache: bool = True, rolling_cache: bool = True):
-        r"""Continue ``prompt`` by up to ``max_new_tokens`` tokens.
+        r"""Continue ``prompt`` by up to ``max_new_tokens`` tokens (the loop is
+        :func:`graphattn.nn.generation.sample`, shared with the other models).
 
         Args:
             prompt (LongTensor or list): ``[T]``, ``[B, T]`` or a list of ``[T_b]`` (ragged), each
@@ -341,55 +238,25 @@ class CausalLM(nn.Module):
         """
         prompts, form = _as_prompts(prompt, self.embed.weight.device)
         check_int("max_new_tokens", max_new_tokens, 0)
-        check_float("temperature", temperature, 0.0, math.inf)
-        if top_k is not None:
-            check_int("top_k", top_k, 1)
-        if top_p is not None:  # one range, (0, 1], in every message
-            if isinstance(top_p, bool) or not isinstance(top_p, Real):
-                raise TypeError(f"top_p must be a float in (0, 1], got {type(top_p).__name__} {top_p!r}")
-            if not 0 < top_p <= 1:
-                raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        choose = sampler(temperature, top_k, top_p, seed, self.embed.weight.device)  # checks the options
         if eos_id is not None and not 0 <= check_int("eos_id", eos_id, 0) < self.vocab_size:
             raise ValueError(f"eos_id must be a token id in [0, {self.vocab_size}), got {eos_id}")
         for i, row in enumerate(prompts):
             if eager_only() and row.numel() and not 0 <= int(row.min()) <= int(row.max()) < self.vocab_size:
                 raise ValueError(f"prompt holds token ids outside [0, {self.vocab_size}) in sequence {i}: "
                                  f"{int(row.min())} to {int(row.max())}")
-        generator = None
-        if seed is not None:
-            # torch.Generator takes any 64-bit seed, signed or not
-            seed = check_int("seed", seed, -2 ** 63, 2 ** 64 - 1)
-            generator = torch.Generator(device=self.embed.weight.device).manual_seed(seed)
-        out = self._generate(prompts, max_new_tokens, (temperature, top_k, top_p, generator), eos_id, use_cache,
-                             rolling_cache)
-        return _as_form(out, form, eos_id)
-
-    def _generate(self, prompts: list, max_new: int, sampling: tuple, eos_id, use_cache: bool, rolling: bool) -> list:
-        flat, ptr = pack_sequences(prompts)
         seqs = [p.tolist() for p in prompts]
-        if max_new == 0:
-            return seqs
-        cache = None
-        if use_cache:
-            cache = self.init_cache(len(prompts), max(len(s) for s in seqs) + max_new, rolling)
-            logits = self.prefill(flat, ptr, cache)
-        else:
-            logits = self.forward_flat(flat, ptr)[ptr[1:] - 1]
-        done = [False] * len(seqs)
-        for step in range(max_new):
-            nxt = sample_next(logits, *sampling)
-            for i, token in enumerate(nxt.tolist()):
-                if not done[i]:
-                    seqs[i].append(token)
-                    done[i] = token == eos_id
-            if all(done) or step == max_new - 1:
-                break
+        if max_new_tokens > 0:
+            flat, ptr = pack_sequences(prompts)
             if use_cache:
-                logits = self.decode_step(nxt, cache)  # finished sequences run on; their tokens are dropped
+                cache = self.init_cache(len(prompts), max(len(s) for s in seqs) + max_new_tokens, rolling_cache)
+                first, step = self.prefill(flat, ptr, cache), partial(self.decode_step, cache=cache)
             else:
-                flat, ptr = pack_sequences([torch.tensor(s, device=flat.device) for s in seqs])
-                logits = self.forward_flat(flat, ptr)[ptr[1:] - 1]
-        return seqs
+                redecode = Redecode(lambda tokens, ptr: self.forward_flat(tokens, ptr)[ptr[1:] - 1], flat, ptr)
+                first, step = redecode.first(), redecode.step
+            tokens, _ = sample(step, first, max_new_tokens, choose, eos_id)
+            seqs = [s + new for s, new in zip(seqs, trim_at_eos(tokens, eos_id))]
+        return _as_form(seqs, form, eos_id)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.vocab_size}, d_model={self.d_model}, num_heads={self.num_heads}, "

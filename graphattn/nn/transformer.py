@@ -12,18 +12,18 @@ The modules mirror ``torch.nn.Transformer`` and its layers, down to the paramete
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from graphattn import patterns as P
+from graphattn.nn.kv_cache import KVCache
 from graphattn.nn.transformer_layers import TransformerDecoderLayer, TransformerEncoderLayer, stack_edges
 from graphattn.utils.batch import to_flat
 from graphattn.utils.checks import check_int, check_ptr
 
-__all__ = ["TransformerEncoder", "TransformerDecoder", "DecoderState", "Transformer"]
+__all__ = ["TransformerEncoder", "TransformerDecoder", "Transformer"]
 
 
 class TransformerEncoder(nn.Module):
@@ -97,22 +97,6 @@ class TransformerDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x, memory, ptr, memory_ptr, edge_index, cross_edge_index)
         return x if self.norm is None else self.norm(x)
-
-
-@dataclass
-class DecoderState:
-    """What incremental decoding keeps between steps (see :meth:`Transformer.start_decoding`)."""
-
-    memory_ptr: Tensor  # [M + 1] layout of the memory of the M sequences being decoded
-    memory_kv: list  # per layer: cross-attention keys and values of the memory, [N_s, H, D]
-    cache: list  # per layer: self-attention keys and values of earlier positions, [M, t, H, D]
-
-    def reorder(self, index: Tensor) -> None:
-        """Keep the sequences ``index`` (beam search): caches follow their hypotheses.
-
-        Only sequences of the same example may be exchanged, since the memory stays in place.
-        """
-        self.cache = [None if c is None else (c[0][index], c[1][index]) for c in self.cache]
 
 
 class Transformer(nn.Module):
@@ -189,22 +173,34 @@ class Transformer(nn.Module):
         """Decoder output ``[N_t, d]`` of the flat target batch given the memory."""
         return self.decoder(x_tgt, memory, ptr_tgt, ptr_src)
 
-    def start_decoding(self, memory: Tensor, ptr_src: Tensor) -> DecoderState:
-        """State for :meth:`decode_step`: the memory's keys and values, projected once per layer."""
+    def start_decoding(self, memory: Tensor, ptr_src: Tensor, capacity: int) -> KVCache:
+        """A cache for :meth:`decode_step` of ``M`` target sequences of up to ``capacity`` positions:
+        each decoder layer's cross-attention keys and values of the memory ``[N_s, d]`` (laid out
+        by ``ptr_src [M + 1]``), projected once, and room for its self-attention keys and values,
+        a ring of ``w + 1`` positions under ``causal&window:w``."""
         for layer in self.decoder.layers:
             layer.check_incremental()
         ptr_src = check_ptr(ptr_src, "ptr_src").to(memory.device)
-        memory_kv = [layer.multihead_attn.project_key_value(memory) for layer in self.decoder.layers]
-        return DecoderState(ptr_src, memory_kv, [None] * len(self.decoder.layers))
+        layers = self.decoder.layers
+        attn = layers[0].self_attn
+        cache = KVCache.empty(len(layers), ptr_src.numel() - 1, capacity, attn.num_heads, attn.head_dim,
+                              layers[0].pattern.as_band().left, memory)
+        cache.memory = [layer.multihead_attn.project_key_value(memory) for layer in layers]
+        cache.memory_ptr = ptr_src
+        return cache
 
-    def decode_step(self, x: Tensor, state: DecoderState) -> Tensor:
+    def decode_step(self, x: Tensor, cache: KVCache) -> Tensor:
         """Decoder output ``[M, d]`` of the newest position of each sequence, ``x: [M, d]``.
 
-        Each call costs O(t) for step t: earlier positions enter as cached keys and values.
-        Gives what :meth:`decode` gives for that position (up to float rounding).
+        Each call costs O(t) for step t (O(w) under ``causal&window:w``): earlier positions enter as
+        cached keys and values. Gives what :meth:`decode` gives for that position (up to float
+        rounding).
         """
+        positions = cache.length.clone()
+        cache.check_room(int(positions.max()) + 1)
         for i, layer in enumerate(self.decoder.layers):
-            x, state.cache[i] = layer.step(x, state.memory_kv[i], state.memory_ptr, state.cache[i])
+            x = layer.step(x, cache, i, positions)
+        cache.length += 1
         return x if self.decoder.norm is None else self.decoder.norm(x)
 
     def forward_flat(self, x_src: Tensor, ptr_src: Tensor, x_tgt: Tensor, ptr_tgt: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from graphattn import patterns as P
 from graphattn.nn.attention import GraphMultiheadAttention
+from graphattn.nn.kv_cache import KVCache
 from graphattn.utils.checks import eager_only
 
 __all__ = ["TransformerEncoderLayer", "TransformerDecoderLayer", "stack_edges"]
@@ -38,6 +39,19 @@ def stack_edges(attn: GraphMultiheadAttention, pattern: P.Pattern, ptr: Tensor, 
     if attn.select_backend(pattern, max_len)[0] != "edges":
         return None
     return pattern.edge_index(ptr, key_ptr if pattern.bipartite else None)
+
+
+def _sublayer(x: Tensor, norm_first: bool, norm: nn.Module, block: Callable[[Tensor], Tensor]) -> Tensor:
+    """A residual block with its LayerNorm: before the block (pre-norm) or after the sum (post-norm)."""
+    return x + block(norm(x)) if norm_first else norm(x + block(x))
+
+
+def _cached_self_attention(attn: GraphMultiheadAttention, h: Tensor, cache: KVCache, layer: int, positions: Tensor,
+                           rel_bias: Optional[nn.Module] = None) -> Tensor:
+    """Self-attention of the newest positions ``h [M, d]``: their keys and values into ``cache``,
+    then attention to what the cache holds (a ``step`` of the encoder and decoder layers)."""
+    cache.write(layer, torch.arange(h.size(0), device=h.device), positions, *attn.project_key_value(h))
+    return cache.attend(attn, layer, h, positions, rel_bias)
 
 
 def _attend(attn: GraphMultiheadAttention, x, pattern: P.Pattern, ptr: Tensor, key_ptr: Optional[Tensor],
@@ -141,14 +155,33 @@ class TransformerEncoderLayer(_TorchLayer):
         passes ``pattern.edge_index(ptr)``, built once for all its layers. ``attn_bias``
         (``[E, H]``) has one row per pair, in the order of ``edge_index`` or of the pattern's edges.
         """
-        if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), ptr, edge_index, attn_bias)
-            return x + self._ff_block(self.norm2(x))
-        x = self.norm1(x + self._sa_block(x, ptr, edge_index, attn_bias))
-        return self.norm2(x + self._ff_block(x))
+        return self._blocks(x, lambda h: _attend(self.self_attn, h, self.pattern, ptr, None, edge_index, attn_bias))
 
-    def _sa_block(self, x, ptr, edge_index, attn_bias):
-        return self.dropout1(_attend(self.self_attn, x, self.pattern, ptr, None, edge_index, attn_bias))
+    def prefill(self, x: Tensor, ptr: Tensor, cache: KVCache, layer: int, edge_index: Optional[Tensor] = None,
+                attn_bias: Optional[Tensor] = None) -> Tensor:
+        """:meth:`forward`, and the keys and values of the positions ``cache`` can hold written into
+        its ``layer`` (incremental decoding then continues with :meth:`step`)."""
+        keep, rows, pos = cache.prefix_slots(ptr)
+
+        def attend(h):
+            cache.write(layer, rows, pos, *self.self_attn.project_key_value(h[keep]))
+            return _attend(self.self_attn, h, self.pattern, ptr, None, edge_index, attn_bias)
+
+        return self._blocks(x, attend)
+
+    def step(self, x: Tensor, cache: KVCache, layer: int, positions: Tensor,
+             rel_bias: Optional[nn.Module] = None) -> Tensor:
+        """:meth:`forward` on the newest position of ``M`` sequences, ``x: [M, d]`` at
+        ``positions [M]``: its keys and values go into ``cache`` (entry ``layer``), and it attends
+        the cached ones that the causal band reaches (``rel_bias``: a
+        :class:`~graphattn.nn.RelativePositionBias` of the distance). Returns ``[M, d]``."""
+        return self._blocks(x, lambda h: _cached_self_attention(self.self_attn, h, cache, layer, positions, rel_bias))
+
+    def _blocks(self, x: Tensor, attend: Callable[[Tensor], Tensor]) -> Tensor:
+        """The layer around its self-attention ``attend``: the one forward of :meth:`forward`,
+        :meth:`prefill` and :meth:`step`."""
+        x = _sublayer(x, self.norm_first, self.norm1, lambda h: self.dropout1(attend(h)))
+        return _sublayer(x, self.norm_first, self.norm2, self._ff_block)
 
     def _ff_block(self, x):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
@@ -221,65 +254,41 @@ class TransformerDecoderLayer(_TorchLayer):
     ) -> Tensor:
         """``x: [N_t, d]``, ``memory: [N_s, d]``; ``edge_index`` and ``cross_edge_index``: attend these
         pairs instead of the patterns' (a stack builds them once for all its layers)."""
-        if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), ptr, edge_index)
-            x = x + self._ca_block(self.norm2(x), memory, ptr, memory_ptr, cross_edge_index)
-            return x + self._ff_block(self.norm3(x))
-        x = self.norm1(x + self._sa_block(x, ptr, edge_index))
-        x = self.norm2(x + self._ca_block(x, memory, ptr, memory_ptr, cross_edge_index))
-        return self.norm3(x + self._ff_block(x))
+        return self._blocks(
+            x, lambda h: _attend(self.self_attn, h, self.pattern, ptr, None, edge_index),
+            lambda h: _attend(self.multihead_attn, (memory, h), self.cross_pattern, ptr, memory_ptr, cross_edge_index))
 
-    def _sa_block(self, x, ptr, edge_index):
-        return self.dropout1(_attend(self.self_attn, x, self.pattern, ptr, None, edge_index))
+    def step(self, x: Tensor, cache: KVCache, layer: int, positions: Tensor) -> Tensor:
+        """:meth:`forward` on the newest position of ``M`` sequences (incremental decoding).
 
-    def _ca_block(self, x, memory, ptr, memory_ptr, edge_index):
-        return self.dropout2(_attend(self.multihead_attn, (memory, x), self.cross_pattern, ptr, memory_ptr, edge_index))
+        Args:
+            x (Tensor): decoder input of the newest position, ``[M, d]``.
+            cache (KVCache): keys and values of earlier positions (entry ``layer``), full or a ring
+                under ``causal&window:w``, and the memory's keys and values of the cross-attention
+                (projected once per source batch, :meth:`Transformer.start_decoding`).
+            layer (int): this layer's entry in ``cache``.
+            positions (LongTensor): ``[M]`` position of ``x`` in each sequence.
+
+        Returns:
+            ``[M, d]``; the newest keys and values are in ``cache``.
+        """
+        return self._blocks(
+            x, lambda h: _cached_self_attention(self.self_attn, h, cache, layer, positions),
+            lambda h: cache.attend_memory(self.multihead_attn, layer, h, self.cross_pattern))
+
+    def _blocks(self, x: Tensor, attend: Callable[[Tensor], Tensor], attend_memory: Callable[[Tensor], Tensor]) -> Tensor:
+        """The layer around its self-attention ``attend`` and cross-attention ``attend_memory``:
+        the one forward of :meth:`forward` and :meth:`step`."""
+        x = _sublayer(x, self.norm_first, self.norm1, lambda h: self.dropout1(attend(h)))
+        x = _sublayer(x, self.norm_first, self.norm2, lambda h: self.dropout2(attend_memory(h)))
+        return _sublayer(x, self.norm_first, self.norm3, self._ff_block)
 
     def _ff_block(self, x):
         return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
     def check_incremental(self) -> None:
         """Raise unless cached decoding can reproduce this layer's patterns exactly."""
-        band = self.pattern
-        if not band.is_causal_band:
-            raise ValueError(f"cached decoding needs a causal band decoder pattern, got {band!r}")
+        if not self.pattern.is_causal_band:
+            raise ValueError(f"cached decoding needs a causal band decoder pattern, got {self.pattern!r}")
         if self.cross_pattern.pattern != P.dense():
             raise ValueError(f"cached decoding needs the dense cross pattern, got {self.cross_pattern!r}")
-
-    def step(
-        self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_ptr: Tensor, cache: Optional[tuple[Tensor, Tensor]]
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """One step of incremental decoding: the newest position of ``M`` sequences.
-
-        Args:
-            x (Tensor): decoder input of the newest position, ``[M, d]``.
-            memory_kv ((Tensor, Tensor)): the memory's keys and values of this layer's
-                cross-attention, ``[N_s, H, D]`` each (computed once per source batch).
-            memory_ptr (LongTensor): ``[M + 1]`` layout of the memory.
-            cache ((Tensor, Tensor) or None): keys and values of earlier positions that the
-                causal band still reaches, ``[M, t, H, D]`` each.
-
-        Returns:
-            ``(out [M, d], cache)`` with the newest keys and values appended.
-        """
-        num = x.size(0)
-        one = torch.arange(num + 1, device=x.device)  # one query per sequence
-        h = self.norm1(x) if self.norm_first else x
-        k_new, v_new = self.self_attn.project_key_value(h)
-        if cache is None:
-            k, v = k_new.unsqueeze(1), v_new.unsqueeze(1)
-        else:
-            k, v = torch.cat([cache[0], k_new.unsqueeze(1)], 1), torch.cat([cache[1], v_new.unsqueeze(1)], 1)
-        left = self.pattern.left
-        if left is not None:  # the band reaches back `left` positions: drop what it can't see
-            k, v = k[:, -(left + 1):], v[:, -(left + 1):]
-        length = k.size(1)
-        sa = self.self_attn(h, key_value=(k.flatten(0, 1), v.flatten(0, 1)), pattern=P.cross(), ptr=one, key_ptr=one * length)
-        x = x + self.dropout1(sa) if self.norm_first else self.norm1(x + self.dropout1(sa))
-        h = self.norm2(x) if self.norm_first else x
-        ca = self.multihead_attn(h, key_value=memory_kv, pattern=self.cross_pattern, ptr=one, key_ptr=memory_ptr)
-        x = x + self.dropout2(ca) if self.norm_first else self.norm2(x + self.dropout2(ca))
-        x = x + self._ff_block(self.norm3(x)) if self.norm_first else self.norm3(x + self._ff_block(x))
-        new_cache = (k[:, 1:], v[:, 1:]) if left is not None and length == left + 1 else (k, v)
-        return x, new_cache
-

@@ -215,7 +215,11 @@ class TorchTransformer(nn.Module):
 
     Flat batches are padded at the boundary (:func:`to_padded`) and band patterns become
     ``attn_mask`` matrices. :meth:`decode_step` keeps no key/value cache: it re-decodes the
-    prefix (O(t^2) per sequence), which is what ``nn.TransformerDecoder`` offers.
+    prefix (O(t^2) per sequence), which is what ``nn.TransformerDecoder`` offers. Its layers have no
+    cache and no step: decoding incrementally would mean writing their forward again from their
+    parts, a second copy of the very layers this class is the reference for. Behind the same step
+    interface as :class:`~graphattn.nn.Transformer` (``start_decoding``, ``decode_step``,
+    ``reorder``), it decodes with the same greedy and beam-search code.
 
     Args: as :class:`~graphattn.nn.Transformer` (patterns must be bands).
 
@@ -260,8 +264,10 @@ class TorchTransformer(nn.Module):
         mem, mem_pad = to_padded(memory, ptr_src)
         return self._decode_padded(x, pad, mem, mem_pad)[~pad]
 
-    def start_decoding(self, memory: Tensor, ptr_src: Tensor) -> _PrefixState:
-        """State for :meth:`decode_step` (the padded memory)."""
+    def start_decoding(self, memory: Tensor, ptr_src: Tensor, capacity: Optional[int] = None) -> _PrefixState:
+        """State for :meth:`decode_step` (the padded memory); the step interface of
+        :meth:`graphattn.nn.Transformer.start_decoding`, so the same generation code decodes both.
+        ``capacity`` is not needed: the prefix grows as it goes."""
         return _PrefixState(*to_padded(memory, ptr_src))
 
     def decode_step(self, x: Tensor, state: _PrefixState) -> Tensor:

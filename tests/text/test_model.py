@@ -4,7 +4,7 @@ import torch
 
 from graphattn import patterns as P
 from graphattn.text.decoding import beam_search, greedy_decode
-from graphattn.text.model import Seq2Seq
+from graphattn.text.model import Seq2Seq, TorchSeq2Seq
 from graphattn.utils import lengths_to_ptr
 
 NUM_SYMBOLS, SPECIAL = 10, 3  # ids 0, 1, 2 = pad, bos, eos; symbols 3..12
@@ -91,16 +91,40 @@ def test_beam_of_one_is_greedy(copy_model):
     torch.testing.assert_close(greedy.scores, beam.scores)
 
 
-def test_untrained_model_decodes_to_max_len_and_windowed_cache():
+@pytest.mark.parametrize("cls", [Seq2Seq, TorchSeq2Seq])
+@pytest.mark.parametrize("pattern", [P.causal(), P.causal() & P.window(2)])
+def test_untrained_model_cached_equals_uncached_greedy_and_beam(cls, pattern):
+    """The windowed decoder decodes with its ring cache (longer than the window here); the torch
+    reference re-decodes its prefix behind the same step interface, through the same loops."""
     torch.manual_seed(1)
-    model = Seq2Seq(8, 9, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=16,
-                    decoder_pattern=P.causal() & P.window(2), norm_first=True).eval()
+    model = cls(8, 9, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=16,
+                decoder_pattern=pattern, norm_first=True).eval()
     src, ptr = torch.tensor([3, 4, 5, 6, 7]), torch.tensor([0, 2, 2, 5])  # an empty source too
     a = greedy_decode(model, src, ptr, max_len=10, use_cache=True)
     b = greedy_decode(model, src, ptr, max_len=10, use_cache=False)
     assert a.tokens == b.tokens
     torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=1e-5)
     assert all(len(t) <= 10 for t in a.tokens)
+    a = beam_search(model, src, ptr, beam_size=3, max_len=10, use_cache=True)
+    b = beam_search(model, src, ptr, beam_size=3, max_len=10, use_cache=False)
+    assert a.tokens == b.tokens
+    torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=1e-5)
+
+
+def test_trained_model_cached_equals_uncached_under_the_window():
+    """A model trained with the windowed decoder (short run): greedy and beam agree with and without
+    the cache (test_cached_equals_uncached does the causal one), and the cache it decodes with is the
+    ring of w + 1 positions."""
+    model, _ = train("copy", decoder_pattern=P.parse("causal&window:2"), steps=60)
+    src, ptr = random_batch(torch.Generator().manual_seed(9), 6, min_len=1, max_len=9)
+    for decode in (lambda c: greedy_decode(model, src, ptr, max_len=12, use_cache=c),
+                   lambda c: beam_search(model, src, ptr, beam_size=3, max_len=12, use_cache=c)):
+        a, b = decode(True), decode(False)
+        assert a.tokens == b.tokens
+        torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        cache = model.transformer.start_decoding(model.encode(src, ptr), ptr, 12)
+    assert cache.size == 3
 
 
 def test_padded_forward_equals_flat():
