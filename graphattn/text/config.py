@@ -142,15 +142,17 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    #: "translation" or "lm", derived from ``data.task`` when the config is built: the one place
-    #: that says which kind of model the run trains
-    kind: str = field(init=False)
 
     def __post_init__(self):
         for role, cls in _ROLES.items():
             if not isinstance(getattr(self, role), cls):
                 raise TypeError(f"{role} must be a {cls.__name__}, got {type(getattr(self, role)).__name__}")
-        object.__setattr__(self, "kind", "lm" if self.data.task == "lm" else "translation")
+
+    @property
+    def kind(self) -> str:
+        """``"translation"`` or ``"lm"``: the one place that says which kind of model the run
+        trains (from ``data.task``)."""
+        return "lm" if self.data.task == "lm" else "translation"
 
     @classmethod
     def from_flat(cls, values: Optional[Mapping] = None, /, **more) -> "TrainConfig":
