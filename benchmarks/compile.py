@@ -43,7 +43,7 @@ def transformer_case():
 
 def seq2seq_case():
     torch.manual_seed(0)
-    model = Seq2Seq(1000, 1000, d_model=128, nhead=4, num_encoder_layers=3, num_decoder_layers=3, dropout=0.0)
+    model = Seq2Seq(1000, 1000, d_model=128, num_heads=4, num_encoder_layers=3, num_decoder_layers=3, dropout=0.0)
     lengths_src, lengths_tgt = torch.randint(8, 40, (64,)), torch.randint(8, 40, (64,))
     src, tgt = torch.randint(3, 1000, (int(lengths_src.sum()),)), torch.randint(3, 1000, (int(lengths_tgt.sum()),))
     ptr_src = torch.cat([torch.zeros(1, dtype=torch.long), lengths_src.cumsum(0)])

@@ -23,7 +23,7 @@ from graphattn.utils.bench import median_seconds
 
 def make_model(pattern: P.Pattern) -> Seq2Seq:
     torch.manual_seed(0)
-    model = Seq2Seq(64, 64, d_model=256, nhead=8, num_encoder_layers=3, num_decoder_layers=3, dim_feedforward=1024,
+    model = Seq2Seq(64, 64, d_model=256, num_heads=8, num_encoder_layers=3, num_decoder_layers=3, dim_feedforward=1024,
                     decoder_pattern=pattern).eval()
     with torch.no_grad():
         model.generator.bias[model.eos_id] = -1e4  # never stop early: decode the full length

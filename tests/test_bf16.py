@@ -88,7 +88,7 @@ def test_demo_model_trains_under_bf16_autocast():
 
     def make():
         torch.manual_seed(0)
-        return Seq2Seq(40, 40, d_model=32, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=64,
+        return Seq2Seq(40, 40, d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=64,
                        dropout=0.0, encoder_pattern=P.window(4), decoder_pattern=P.causal() & P.window(4))
 
     def loss_fn(model):

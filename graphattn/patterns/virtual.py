@@ -13,6 +13,10 @@ states): :func:`split_virtual` takes the virtual part out of a pattern, the rest
 the real nodes as usual, and :func:`virtual_pairs` joins the virtual nodes to them. There the
 virtual nodes are numbered after the batch's ``N`` real nodes (example ``b``'s ``r``-th is
 ``N + b * k + r``), so the real nodes and their pairs keep their indices.
+
+These attended nodes are not :class:`~graphattn.nn.GraphTransformer`'s ``virtual_node=True``,
+the message-passing virtual node of OGB and GraphGPS: one pooled state per graph added to every
+node between blocks, which attention never sees. A model may use both.
 """
 from __future__ import annotations
 

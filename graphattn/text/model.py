@@ -33,7 +33,7 @@ class Seq2Seq(nn.Module):
         src_vocab (int): source vocabulary size.
         tgt_vocab (int): target vocabulary size.
         d_model (int, optional): model width. (default: 256)
-        nhead (int, optional): attention heads. (default: 4)
+        num_heads (int, optional): attention heads. (default: 4)
         num_encoder_layers, num_decoder_layers (int, optional): depth. (default: 3, 3)
         dim_feedforward (int, optional): feed-forward width. (default: 1024)
         dropout (float, optional): dropout everywhere (embeddings too). (default: 0.1)
@@ -57,7 +57,7 @@ class Seq2Seq(nn.Module):
         src_vocab: int,
         tgt_vocab: int,
         d_model: int = 256,
-        nhead: int = 4,
+        num_heads: int = 4,
         num_encoder_layers: int = 3,
         num_decoder_layers: int = 3,
         dim_feedforward: int = 1024,
@@ -79,8 +79,11 @@ class Seq2Seq(nn.Module):
             if not 0 <= check_int(name, token, 0) < min(src_vocab, tgt_vocab):
                 raise ValueError(f"{name} ({token}) must be a valid id of both vocabularies")
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        # Checked here so that the error names this class's argument, not the inner Transformer's nhead.
+        if d_model % check_int("num_heads", num_heads, 1):
+            raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         self.transformer = Transformer(
-            d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout,
+            d_model, num_heads, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout,
             activation, norm_first, encoder_pattern=encoder_pattern, decoder_pattern=decoder_pattern,
             attn_kwargs=attn_kwargs,
         )
@@ -170,7 +173,7 @@ class Seq2Seq(nn.Module):
     def __repr__(self) -> str:
         t = self.transformer
         return (f"{type(self).__name__}(src_vocab={self.src_vocab}, tgt_vocab={self.tgt_vocab}, "
-                f"d_model={self.d_model}, nhead={t.nhead}, layers={t.encoder.num_layers}+{t.decoder.num_layers}, "
+                f"d_model={self.d_model}, num_heads={t.nhead}, layers={t.encoder.num_layers}+{t.decoder.num_layers}, "
                 f"encoder_pattern={t.encoder.layers[0].pattern!r}, decoder_pattern={t.decoder.layers[0].pattern!r})")
 
 
@@ -286,15 +289,15 @@ class TorchSeq2Seq(Seq2Seq):
     Arguments as :class:`Seq2Seq`, without ``attn_kwargs``.
     """
 
-    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 256, nhead: int = 4,
+    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 256, num_heads: int = 4,
                  num_encoder_layers: int = 3, num_decoder_layers: int = 3, dim_feedforward: int = 1024,
                  dropout: float = 0.1, activation: str = "relu", norm_first: bool = False,
                  encoder_pattern: Optional[P.Pattern] = None, decoder_pattern: Optional[P.Pattern] = None,
                  tie_embeddings: bool = False, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2):
         # num_*_layers=1 for the graph stack that is replaced right away.
-        super().__init__(src_vocab, tgt_vocab, d_model, nhead, 1, 1, dim_feedforward, dropout, activation,
+        super().__init__(src_vocab, tgt_vocab, d_model, num_heads, 1, 1, dim_feedforward, dropout, activation,
                          norm_first, encoder_pattern, decoder_pattern, tie_embeddings, pad_id, bos_id, eos_id)
-        self.transformer = TorchTransformer(d_model, nhead, num_encoder_layers, num_decoder_layers,
+        self.transformer = TorchTransformer(d_model, num_heads, num_encoder_layers, num_decoder_layers,
                                             dim_feedforward, dropout, activation, norm_first,
                                             encoder_pattern, decoder_pattern)
         self.reset_parameters()
@@ -302,5 +305,5 @@ class TorchSeq2Seq(Seq2Seq):
     def __repr__(self) -> str:
         t = self.transformer
         return (f"{type(self).__name__}(src_vocab={self.src_vocab}, tgt_vocab={self.tgt_vocab}, "
-                f"d_model={self.d_model}, nhead={t.nhead}, layers={t.encoder.num_layers}+{t.decoder.num_layers}, "
+                f"d_model={self.d_model}, num_heads={t.nhead}, layers={t.encoder.num_layers}+{t.decoder.num_layers}, "
                 f"encoder_pattern={t.encoder_pattern!r}, decoder_pattern={t.decoder_pattern!r})")

@@ -163,7 +163,7 @@ def test_transformer_compiles():
 
 def test_seq2seq_training_step_compiles():
     torch.manual_seed(0)
-    model = Seq2Seq(12, 14, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dropout=0.0)
+    model = Seq2Seq(12, 14, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, dropout=0.0)
     src, ptr_src = torch.randint(3, 12, (10,)), torch.tensor([0, 4, 10])
     tgt, ptr_tgt = torch.randint(3, 14, (9,)), torch.tensor([0, 5, 9])
 

@@ -13,7 +13,7 @@ VOCAB, MAX_LEN = 5, 3
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    model = Seq2Seq(VOCAB, VOCAB, d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+    model = Seq2Seq(VOCAB, VOCAB, d_model=8, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
                     dim_feedforward=16, dropout=0.0).eval()
     with torch.no_grad():  # peakier, more varied distributions than the Xavier init gives
         model.generator.weight.mul_(2.0)

@@ -30,7 +30,7 @@ def targets(src, ptr, task):
 def train(task, decoder_pattern=None, steps=400):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    model = Seq2Seq(SPECIAL + NUM_SYMBOLS, SPECIAL + NUM_SYMBOLS, d_model=32, nhead=4, num_encoder_layers=2,
+    model = Seq2Seq(SPECIAL + NUM_SYMBOLS, SPECIAL + NUM_SYMBOLS, d_model=32, num_heads=4, num_encoder_layers=2,
                     num_decoder_layers=2, dim_feedforward=64, dropout=0.0, decoder_pattern=decoder_pattern)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     # Decay to zero: a small model at this rate otherwise keeps bouncing around the optimum.
@@ -97,7 +97,7 @@ def test_untrained_model_cached_equals_uncached_greedy_and_beam(cls, pattern):
     """The windowed decoder decodes with its ring cache (longer than the window here); the torch
     reference re-decodes its prefix behind the same step interface, through the same loops."""
     torch.manual_seed(1)
-    model = cls(8, 9, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=16,
+    model = cls(8, 9, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=16,
                 decoder_pattern=pattern, norm_first=True).eval()
     src, ptr = torch.tensor([3, 4, 5, 6, 7]), torch.tensor([0, 2, 2, 5])  # an empty source too
     a = greedy_decode(model, src, ptr, max_len=10, use_cache=True)
@@ -129,7 +129,7 @@ def test_trained_model_cached_equals_uncached_under_the_window():
 
 def test_padded_forward_equals_flat():
     torch.manual_seed(2)
-    model = Seq2Seq(10, 11, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16).eval()
+    model = Seq2Seq(10, 11, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16).eval()
     src = torch.tensor([[3, 4, 5], [6, 0, 0]])
     tgt = torch.tensor([[1, 7, 8, 9], [1, 5, 0, 0]])
     out = model(src, tgt)
@@ -141,12 +141,12 @@ def test_padded_forward_equals_flat():
 
 
 def test_tied_embeddings():
-    model = Seq2Seq(10, 12, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, tie_embeddings=True)
+    model = Seq2Seq(10, 12, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, tie_embeddings=True)
     assert model.generator.weight is model.tgt_embed.weight
 
 
 def test_bad_input():
-    model = Seq2Seq(10, 12, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1)
+    model = Seq2Seq(10, 12, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1)
     with pytest.raises(ValueError, match="outside"):
         model.forward_flat(torch.tensor([3, 10]), torch.tensor([0, 2]), torch.tensor([1]), torch.tensor([0, 1]))
     with pytest.raises(TypeError, match="src"):
@@ -155,11 +155,16 @@ def test_bad_input():
         model(torch.ones(2, 3, dtype=torch.long), torch.ones(3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="eos_id"):
         Seq2Seq(10, 12, eos_id=11)
+    for cls in (Seq2Seq, TorchSeq2Seq):
+        with pytest.raises(ValueError, match=r"divisible by num_heads \(3\)"):
+            cls(10, 12, d_model=16, num_heads=3)
+        with pytest.raises(TypeError, match="num_heads"):
+            cls(10, 12, d_model=16, num_heads=2.0)
     with pytest.raises(ValueError, match="ptr_src"):
         greedy_decode(model, torch.tensor([3, 4]), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(model, torch.tensor([3, 4]), torch.tensor([0, 2]), beam_size=0)
-    bad = Seq2Seq(10, 12, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, decoder_pattern=P.window(2))
+    bad = Seq2Seq(10, 12, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, decoder_pattern=P.window(2))
     with pytest.raises(ValueError, match="causal band"):
         greedy_decode(bad, torch.tensor([3, 4]), torch.tensor([0, 2]))
     # Without a cache a non-causal decoder still decodes: each step re-reads the whole prefix.

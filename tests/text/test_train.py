@@ -207,7 +207,7 @@ def test_train_step_feeds_predictions_with_scheduled_sampling():
 @pytest.mark.parametrize("cls", [Seq2Seq, TorchSeq2Seq])
 def test_cross_attention_rows_are_distributions(cls):
     torch.manual_seed(0)
-    model = cls(12, 12, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=32).eval()
+    model = cls(12, 12, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=32).eval()
     weights = cross_attention(model, torch.tensor([4, 5, 6, 2]), torch.tensor([BOS_ID, 7, 8]))
     assert weights.shape == (3, 4)
     torch.testing.assert_close(weights.sum(1), torch.ones(3))
