@@ -47,6 +47,9 @@ def _add_compare(parser) -> None:
     parser.add_argument("--threads", type=int,
                         help="torch's intra-op threads (torch.set_num_threads; default: torch's choice, but 1 with "
                              "--graphs and --task multi30k)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="--task multi30k: runs at a time, each in its own process with --threads threads "
+                             "(use jobs x threads <= cores) (default: %(default)s)")
     parser.add_argument("--out", default="runs/compare", help="directory for tables and plots")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -71,6 +74,8 @@ def _compare(args: argparse.Namespace) -> int:
         raise ValueError("--epochs counts the epochs of --graphs; --train counts optimizer steps (--steps)")
     if args.task == "multi30k":
         return _compare_multi30k(args)
+    if args.jobs != 1:
+        raise ValueError("--jobs runs the patterns of --task multi30k in parallel; the other comparisons run in one process")
     if not (args.stats or args.train):
         args.stats = args.train = True
     for name in ("steps", "seeds", "max_len", "threads"):
@@ -117,8 +122,10 @@ def _compare_multi30k(args: argparse.Namespace) -> int:
     encoders = [s for s in specs if "causal" not in s] if specs else ENCODER_PATTERNS
     decoders = ["causal"] + [s for s in specs if "causal" in s] if specs else DECODER_PATTERNS
     rows = compare_patterns(args.data, Path(args.out) / "multi30k", args.time_limit, encoder_patterns=encoders,
-                            decoder_patterns=decoders, progress=not args.no_progress)
-    settings = {"time_limit": args.time_limit, "threads": args.threads or 1, "recipe": "graphattn.text.multi30k"}
+                            decoder_patterns=decoders, progress=not args.no_progress, jobs=args.jobs,
+                            threads=args.threads or 1)
+    settings = {"time_limit": args.time_limit, "threads": args.threads or 1, "jobs": args.jobs,
+                "recipe": "graphattn.text.multi30k"}
     print(translation_report(rows, args.out, settings))
     print(f"\nwrote tables and plots under {args.out}/")
     return 0

@@ -9,12 +9,16 @@ and 1,000 test (``test_2016_flickr``) pairs, as ``{train,val,test_2016_flickr}.{
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Union
 
 from graphattn.text.config import TrainConfig
 from graphattn.text.data import read_parallel
+from graphattn.utils.checks import check_int
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SPLITS", "SOURCE", "ENCODER_PATTERNS", "DECODER_PATTERNS", "multi30k_files", "load_multi30k", "recipe_config",
            "compare_patterns"]
@@ -86,17 +90,55 @@ DECODER_PATTERNS = ("causal", "causal&window:8")
 
 def compare_patterns(root: Union[str, os.PathLike], out: Union[str, os.PathLike], time_limit: float = 120.0,
                      seed: int = 0, encoder_patterns=ENCODER_PATTERNS, decoder_patterns=DECODER_PATTERNS,
-                     progress: bool = False, check_counts: bool = True, **overrides) -> list[dict]:
+                     progress: bool = False, check_counts: bool = True, jobs: int = 1, threads: int = 1,
+                     **overrides) -> list[dict]:
     """The recipe trained under each encoder pattern (with a causal decoder), then under each
-    decoder pattern (with a dense encoder), for ``time_limit`` seconds each, one after the other.
+    decoder pattern (with a dense encoder), for ``time_limit`` seconds each.
     ``overrides`` replace recipe fields; ``check_counts`` as in :func:`load_multi30k`.
 
-    Returns one row per run: ``encoder``, ``decoder``, ``test_bleu`` (sacreBLEU, greedy, test 2016),
-    ``valid_bleu`` (the best on the validation subset), ``tokens_per_s``, ``steps``, ``peak_mib``
-    (resident memory the run added: :func:`~graphattn.utils.bench.peak_memory_mib`) and
-    ``max_path_length`` (the fewest encoder layers after which every source token can have
-    reached every other, on the longest test source: 1 for dense; ``inf`` when never).
+    With ``jobs=1`` the runs go one after the other in this process (under its thread setting);
+    with ``jobs > 1`` that many at a time, each in a fresh process with ``threads`` threads, so
+    that ``jobs * threads`` cores do the comparison in ``1 / jobs`` of the time. Runs that share
+    the machine slow each other alike: compare their tokens/s within one call.
+
+    Returns one row per run, in the order above: ``encoder``, ``decoder``, ``test_bleu``
+    (sacreBLEU, greedy, test 2016), ``valid_bleu`` (the best on the validation subset),
+    ``tokens_per_s``, ``steps``, ``peak_mib`` (resident memory the run added:
+    :func:`~graphattn.utils.bench.peak_memory_mib`) and ``max_path_length`` (the fewest encoder
+    layers after which every source token can have reached every other, on the longest test
+    source: 1 for dense; ``inf`` when never).
     """
+    jobs, threads = check_int("jobs", jobs, 1), check_int("threads", threads, 1)
+    runs = [(e, "causal") for e in encoder_patterns] + [("dense", d) for d in decoder_patterns if d != "causal"]
+    tasks = [dict(root=root, out=out, encoder=e, decoder=d, time_limit=time_limit, seed=seed, check_counts=check_counts,
+                  progress=progress and jobs == 1, overrides=overrides) for e, d in runs]
+    if jobs == 1:
+        return [_pattern_run(**task) for task in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: a forked child would inherit this process's torch thread pool and locks.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(_pattern_run, **task) for task in tasks]
+        rows = []
+        for (encoder, decoder), future in zip(runs, futures):
+            rows.append(future.result())
+            logger.info("patterns %s / %s: test BLEU %.2f at %.0f tokens/s", encoder, decoder,
+                        rows[-1]["test_bleu"], rows[-1]["tokens_per_s"])
+        return rows
+
+
+def _worker_threads(threads: int) -> None:
+    """Thread count of a comparison worker: a process of ours, made for one run at a time."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _pattern_run(root, out, encoder: str, decoder: str, time_limit: float, seed: int, check_counts: bool,
+                 progress: bool, overrides: dict) -> dict:
+    """One row of :func:`compare_patterns`."""
     import torch
 
     from graphattn import patterns as P
@@ -106,20 +148,16 @@ def compare_patterns(root: Union[str, os.PathLike], out: Union[str, os.PathLike]
     from graphattn.utils.bench import peak_memory_mib
 
     test = load_multi30k(root, check_counts=check_counts)["test"]
-    runs = [(e, "causal") for e in encoder_patterns] + [("dense", d) for d in decoder_patterns if d != "causal"]
-    rows = []
-    for encoder, decoder in runs:
-        name = f"{encoder}__{decoder}".replace(":", "-").replace("&", "+").replace(",", "_").replace("=", "")
-        config = recipe_config(root, encoder_pattern=encoder, decoder_pattern=decoder, time_limit=time_limit,
-                               seed=seed, out=str(Path(out) / name), progress=progress, **overrides)
-        max_len = config.data.max_len
-        box = {}
-        peak = peak_memory_mib(lambda: box.update(result=train(config)))
-        result = box["result"]
-        hyps = translate(result.model, result.src_tokenizer, result.tgt_tokenizer, [s for s, _ in test], max_len)
-        longest = max(map(len, result.src_tokenizer.encode_batch([s for s, _ in test])))
-        stats = P.parse(encoder).stats(torch.tensor([0, longest]), num_layers=config.model.layers)
-        rows.append({"encoder": encoder, "decoder": decoder, "test_bleu": sacrebleu_score(hyps, [t for _, t in test])[0],
-                     "valid_bleu": result.best_bleu, "tokens_per_s": result.tokens_per_s, "steps": result.step,
-                     "peak_mib": peak, "max_path_length": stats.get("max_path_length")})
-    return rows
+    name = f"{encoder}__{decoder}".replace(":", "-").replace("&", "+").replace(",", "_").replace("=", "")
+    config = recipe_config(root, encoder_pattern=encoder, decoder_pattern=decoder, time_limit=time_limit,
+                           seed=seed, out=str(Path(out) / name), progress=progress, **overrides)
+    box = {}
+    peak = peak_memory_mib(lambda: box.update(result=train(config)))
+    result = box["result"]
+    hyps = translate(result.model, result.src_tokenizer, result.tgt_tokenizer, [s for s, _ in test],
+                     config.data.max_len)
+    longest = max(map(len, result.src_tokenizer.encode_batch([s for s, _ in test])))
+    stats = P.parse(encoder).stats(torch.tensor([0, longest]), num_layers=config.model.layers)
+    return {"encoder": encoder, "decoder": decoder, "test_bleu": sacrebleu_score(hyps, [t for _, t in test])[0],
+            "valid_bleu": result.best_bleu, "tokens_per_s": result.tokens_per_s, "steps": result.step,
+            "peak_mib": peak, "max_path_length": stats.get("max_path_length")}

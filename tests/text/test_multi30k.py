@@ -104,9 +104,15 @@ def test_compare_patterns_on_a_tiny_corpus(tmp_path, one_thread):
     from graphattn.text.multi30k import compare_patterns
 
     write_corpus(tmp_path, {"train": 40, "valid": 6, "test": 5})
-    rows = compare_patterns(tmp_path, tmp_path / "runs", time_limit=60.0, encoder_patterns=["dense", "window:2"],
-                            decoder_patterns=["causal", "causal&window:2"], check_counts=False, steps=2,
-                            d_model=16, num_heads=2, layers=2, ff=32, vocab_size=300, max_tokens=200)
+    options = dict(time_limit=60.0, encoder_patterns=["dense", "window:2"], decoder_patterns=["causal", "causal&window:2"],
+                   check_counts=False, steps=2, d_model=16, num_heads=2, layers=2, ff=32, vocab_size=300, max_tokens=200)
+    rows = compare_patterns(tmp_path, tmp_path / "runs", **options)
+    # Two at a time in worker processes: the same runs, row for row (only the clock differs).
+    parallel = compare_patterns(tmp_path, tmp_path / "runs2", jobs=2, **options)
+    same = ("encoder", "decoder", "test_bleu", "valid_bleu", "steps", "max_path_length")
+    assert [{k: r[k] for k in same} for r in parallel] == [{k: r[k] for k in same} for r in rows]
+    with pytest.raises(ValueError, match="jobs"):
+        compare_patterns(tmp_path, tmp_path / "runs3", jobs=0, **options)
     assert [(r["encoder"], r["decoder"]) for r in rows] == [("dense", "causal"), ("window:2", "causal"),
                                                               ("dense", "causal&window:2")]
     assert all(r["steps"] == 2 and r["tokens_per_s"] > 0 and 0 <= r["test_bleu"] <= 100 for r in rows)
