@@ -122,10 +122,16 @@ def compare_patterns(root: Union[str, os.PathLike], out: Union[str, os.PathLike]
                              initializer=_worker_threads, initargs=(threads,)) as pool:
         futures = [pool.submit(_pattern_run, **task) for task in tasks]
         rows = []
-        for (encoder, decoder), future in zip(runs, futures):
-            rows.append(future.result())
-            logger.info("patterns %s / %s: test BLEU %.2f at %.0f tokens/s", encoder, decoder,
-                        rows[-1]["test_bleu"], rows[-1]["tokens_per_s"])
+        try:
+            for (encoder, decoder), future in zip(runs, futures):
+                rows.append(future.result())
+                logger.info("patterns %s / %s: test BLEU %.2f at %.0f tokens/s", encoder, decoder,
+                            rows[-1]["test_bleu"], rows[-1]["tokens_per_s"])
+        except BaseException:
+            # A failed run (a refused run folder, bad data) stops the comparison now, not after the
+            # queued runs have trained for their budgets.
+            pool.shutdown(cancel_futures=True)
+            raise
         return rows
 
 

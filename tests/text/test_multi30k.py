@@ -135,3 +135,12 @@ def test_cli_compare_multi30k_needs_data(capsys):
         cli.main(["compare", "--task", "multi30k"])
     assert exit_info.value.code == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_cli_compare_refuses_jobs_where_it_does_not_apply(capsys):
+    from graphattn import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", "--stats", "--jobs", "2"])
+    assert exit_info.value.code == 2
+    assert "--jobs" in capsys.readouterr().err
