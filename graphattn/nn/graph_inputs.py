@@ -31,6 +31,7 @@ class GraphState(NamedTuple):
     pair_attr: Optional[Tensor]  # [E_p, C] the encoded features of each pair's graph edge, zero elsewhere
     buckets: Optional[Tensor]  # [E_p] shortest-path bucket of each pair
     dense_ptr: Optional[Tensor]  # ptr where the dense kernel computes the (dense) pairs, else None
+    outputs: tuple = ()  # [N, C] real nodes' state after each block so far, kept for jumping knowledge (jk)
 
 
 def positional_features(data, pe: str, pe_dim: int, batch: Tensor, num_graphs: int, flip_signs: bool) -> Tensor:

@@ -20,7 +20,8 @@ from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GINConv, GINEConv, global_add_pool, global_max_pool, global_mean_pool
+from torch_geometric.nn import GINConv, GINEConv, JumpingKnowledge, global_add_pool, global_max_pool, global_mean_pool
+from torch_geometric.utils import degree
 from torch_geometric.transforms import BaseTransform, Compose
 
 from graphattn import patterns as P
@@ -35,10 +36,12 @@ from graphattn.utils.checks import check_choice, check_dtype, check_edge_index, 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GraphTransformer", "GraphTransformerLayer", "GraphState", "positional_features", "POOLS", "TASKS"]
+__all__ = ["GraphTransformer", "GraphTransformerLayer", "GraphState", "positional_features", "POOLS", "TASKS", "JK_MODES"]
 
 POOLS = {"mean": global_mean_pool, "add": global_add_pool, "max": global_max_pool}
 TASKS = ("node", "graph")
+#: jumping knowledge (Xu et al. 2018) over the blocks' outputs, by PyG's ``JumpingKnowledge`` mode names
+JK_MODES = ("cat", "max")
 DENSE = P.dense()
 
 
@@ -138,14 +141,18 @@ class GraphTransformer(nn.Module):
     r"""Graph transformer for node and graph tasks; attention is message passing on a pattern.
 
     .. math::
-        \mathbf{h}^{(0)}_i = W_x \mathbf{x}_i + W_p \mathbf{p}_i, \qquad
+        \mathbf{h}^{(0)}_i = W_x \mathbf{x}_i + W_p \mathbf{p}_i + \mathbf{d}_{\min(\deg i, D)}, \qquad
         \mathbf{h}^{(\ell)} = \mathrm{Block}_\ell\big(\mathbf{h}^{(\ell-1)}\big), \qquad
         \hat{y} = \mathrm{MLP}\big(\mathrm{LN}(\mathbf{h}^{(L)}_i)\big) \text{ or }
         \mathrm{MLP}\big(\mathrm{pool}_{i \in G}\, \mathrm{LN}(\mathbf{h}^{(L)}_i)\big)
 
     where :math:`\mathbf{p}_i` is a positional encoding (Laplacian eigenvectors, with random
-    sign flips per graph in training, or random-walk return probabilities) and each block is a
-    :class:`GraphTransformerLayer`. In every attention layer the score of a pattern pair
+    sign flips per graph in training, or random-walk return probabilities),
+    :math:`\mathbf{d}_k` a learned vector per in-degree (Graphormer's centrality encoding, degrees
+    above ``max_degree`` :math:`= D` share one) and each block is a :class:`GraphTransformerLayer`.
+    With ``jk`` the head reads :math:`\mathrm{JK}(\mathbf{h}^{(1)}, \dots, \mathbf{h}^{(L)})`
+    (jumping knowledge: their concatenation or element-wise maximum) instead of
+    :math:`\mathbf{h}^{(L)}`. In every attention layer the score of a pattern pair
     :math:`j \to i` gets :math:`w_h^\top e_{ij} + b_h[\mathrm{spd}(j, i)]`: the encoded features
     of the graph edge (zero on non-edges, which also add a value term :math:`W_e e_{ij}`) and a
     learned bias of the shortest-path bucket (self, 1 .. ``max_distance`` hops, farther or
@@ -222,6 +229,13 @@ class GraphTransformer(nn.Module):
         edge_attention (bool, optional): whether the edge features bias the attention's scores and
             values; :obj:`None` means yes without ``local_mpnn`` and no with it (GraphGPS), ``True``
             with ``local_mpnn`` gives them to both. (default: :obj:`None`)
+        max_degree (int, optional): degree encoding: a learned vector for each in-degree
+            ``0 .. max_degree`` (larger ones clipped) added to every node's input, so that attention
+            that averages still knows how many neighbours a node has; :obj:`None` turns it off.
+            (default: :obj:`None`)
+        jk (str, optional): jumping knowledge over the blocks' outputs, ``"cat"`` or ``"max"``
+            (PyG's :class:`~torch_geometric.nn.models.JumpingKnowledge`); :obj:`None` reads the
+            last block only. (default: :obj:`None`)
 
     Shapes:
         - **input:** a ``Data``/``Batch`` with ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`,
@@ -250,6 +264,8 @@ class GraphTransformer(nn.Module):
         local_mpnn: bool = False,
         attn_kwargs: Optional[dict] = None,
         edge_attention: Optional[bool] = None,
+        max_degree: Optional[int] = None,
+        jk: Optional[str] = None,
     ):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, 1)
@@ -266,6 +282,10 @@ class GraphTransformer(nn.Module):
         self.dropout, self.task, self.pool = float(dropout), task, pool
         self.max_distance = check_int("max_distance", max_distance, 1)
         self.local_mpnn = bool(local_mpnn)
+        self.max_degree = None if max_degree is None else check_int("max_degree", max_degree, 1)
+        if jk is not None:
+            check_choice("jk", jk, JK_MODES)
+        self.jk_mode = jk
         # As in GraphGPS, edge features go to the local layer when there is one, and the attention
         # is plain: per-pair edge terms on a dense pattern would cost [pairs, heads, channels].
         # edge_attention=True keeps them in the attention beside the local layer (GPS with bond-aware attention).
@@ -281,6 +301,7 @@ class GraphTransformer(nn.Module):
         self.node_encoder = nn.Linear(in_channels, hidden_channels)
         self.pe_encoder = nn.Linear(pe_dim, hidden_channels) if pe is not None else None
         self.edge_encoder = nn.Linear(edge_dim, hidden_channels) if edge_dim is not None else None
+        self.degree_encoder = nn.Embedding(self.max_degree + 1, hidden_channels) if self.max_degree else None
         self.layers = nn.ModuleList(
             GraphTransformerLayer(hidden_channels, num_heads, dropout,
                                   edge_dim=hidden_channels if self.pair_features else None,
@@ -295,8 +316,10 @@ class GraphTransformer(nn.Module):
                                               for _ in range(num_layers - 1))
         else:
             self.virtual_node, self.virtual_mlps = None, None
-        self.norm = nn.LayerNorm(hidden_channels)
-        self.head = mlp(hidden_channels, hidden_channels, out_channels, dropout)
+        self.jk = JumpingKnowledge(jk, hidden_channels, num_layers) if jk is not None else None
+        readout_channels = hidden_channels * num_layers if jk == "cat" else hidden_channels
+        self.norm = nn.LayerNorm(readout_channels)
+        self.head = mlp(readout_channels, hidden_channels, out_channels, dropout)
         self.reset_parameters()
 
     def _local_layer(self) -> nn.Module:
@@ -313,6 +336,8 @@ class GraphTransformer(nn.Module):
             layer.reset_parameters()
         if self.virtual_states is not None:
             nn.init.normal_(self.virtual_states.weight, std=0.02)
+        if self.degree_encoder is not None:
+            nn.init.normal_(self.degree_encoder.weight, std=0.02)
         if self.virtual_node is not None:
             nn.init.zeros_(self.virtual_node.weight)
             for net in self.virtual_mlps:
@@ -418,6 +443,9 @@ class GraphTransformer(nn.Module):
         if self.pe_encoder is not None:
             pe = positional_features(data, self.pe, self.pe_dim, batch, num_graphs, flip_signs=self.training)
             h = h + self.pe_encoder(pe.to(h.dtype))
+        if self.degree_encoder is not None:  # the graph's own in-degree, whatever the pattern attends
+            deg = degree(data.edge_index[1], num_nodes, dtype=torch.long).clamp_(max=self.max_degree)
+            h = h + self.degree_encoder(deg)
         edge_h = self.edge_encoder(edge_attr.to(h.dtype)) if edge_attr is not None else None
         if self.virtual_states is not None:  # example b's virtual nodes are rows N + b k .. N + b k + k - 1
             h = torch.cat([h, self.virtual_states.weight.repeat(num_graphs, 1)])
@@ -442,12 +470,14 @@ class GraphTransformer(nn.Module):
 
     def after_block(self, state: GraphState, i: int, h: Tensor) -> GraphState:
         """The state after block ``i`` whose output is ``h``: the ``virtual_node`` state reads
-        the sum of each graph's nodes (before every block but the first)."""
+        the sum of each graph's nodes (before every block but the first); with ``jk`` the real
+        nodes' ``h`` is kept in ``state.outputs``."""
         vn = state.vn
         if vn is not None and i < self.num_layers - 1:
             pooled = global_add_pool(h[:state.num_nodes], state.batch, size=state.ptr.numel() - 1)
             vn = vn + self.virtual_mlps[i](pooled + vn)
-        return state._replace(h=h, vn=vn)
+        outputs = state.outputs + (h[:state.num_nodes],) if self.jk is not None else state.outputs
+        return state._replace(h=h, vn=vn, outputs=outputs)
 
     def blocks(self, state: GraphState, return_attention_weights: bool = False):
         """Stage 2: every :class:`GraphTransformerLayer` along ``state.pairs``; returns the final
@@ -466,8 +496,15 @@ class GraphTransformer(nn.Module):
 
     def readout(self, state: GraphState) -> Tensor:
         """Stage 3: the head on the final real node states (virtual nodes dropped), pooled per
-        graph for graph tasks: :math:`(N, C_{out})` or :math:`(B, C_{out})`."""
-        h = self.norm(state.h[:state.num_nodes])
+        graph for graph tasks: :math:`(N, C_{out})` or :math:`(B, C_{out})`; with ``jk``, of the
+        jumping knowledge of ``state.outputs`` (one entry a block)."""
+        if self.jk is not None:
+            if len(state.outputs) != self.num_layers:
+                raise ValueError(f"jk={self.jk_mode!r} reads the output of all {self.num_layers} blocks, "
+                                 f"the state holds {len(state.outputs)}: run every block through after_block")
+            h = self.norm(self.jk(list(state.outputs)))
+        else:
+            h = self.norm(state.h[:state.num_nodes])
         if self.task == "graph":
             h = POOLS[self.pool](h, state.batch, size=state.ptr.numel() - 1)
         return self.head(h)
@@ -486,6 +523,8 @@ class GraphTransformer(nn.Module):
 
     def __repr__(self) -> str:
         local = ", local_mpnn=True" if self.local_mpnn else ""
+        local += f", max_degree={self.max_degree}" if self.max_degree else ""
+        local += f", jk={self.jk_mode!r}" if self.jk is not None else ""
         return (f"{type(self).__name__}({self.in_channels}, {self.hidden_channels}, {self.out_channels}, "
                 f"num_layers={self.num_layers}, num_heads={self.layers[0].attn.num_heads}, "
                 f"pattern={str(self.pattern)!r}{local}, task={self.task!r})")

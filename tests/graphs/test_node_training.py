@@ -63,7 +63,7 @@ def test_a_batch_that_takes_every_neighbour_equals_the_full_graph_model(graph, p
         torch.testing.assert_close(out, full[batch.n_id[: batch.batch_size]], atol=1e-5, rtol=1e-5)
 
 
-CASES = [("graph", {}), ("khop:2", {}), ("graph|expander:4:0|virtual:1", {}), ("khop:2|virtual:2", {"virtual_node": True}),
+CASES = [("graph", {}), ("graph", {"jk": "cat", "max_degree": 3}), ("khop:2", {}), ("graph|expander:4:0|virtual:1", {}), ("khop:2|virtual:2", {"virtual_node": True}),
          ("graph", {"local_mpnn": True, "pe": "laplacian", "pe_dim": 3}), ("dense", {"edge_dim": 2})]
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
+from torch_geometric.nn import global_mean_pool
 from torch_geometric.utils import coalesce, get_laplacian, to_undirected
 
 from graphattn import patterns as P
@@ -470,3 +471,39 @@ def test_dense_pairs_through_the_dense_kernel_equal_the_pairs_path(graphs, kwarg
     for got, expected in zip(run(True), run(False), strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert not model("graph").dense_kernel and not model("dense").dense_kernel  # pair features: the edges path
+
+
+def test_degree_encoding_adds_a_vector_per_clipped_networkx_in_degree(graphs):
+    data = graphs[2]
+    m = model("graph", max_degree=2)
+    state = m.embed(m.transform(data.clone()))
+    g = nx.DiGraph(data.edge_index.t().tolist())
+    g.add_nodes_from(range(data.num_nodes))
+    deg = torch.tensor([min(g.in_degree(i), 2) for i in range(data.num_nodes)])
+    expected = m.node_encoder(data.x) + m.degree_encoder.weight[deg]
+    torch.testing.assert_close(state.h, expected)
+    assert not torch.allclose(m(m.transform(data.clone())), model("graph")(model("graph").transform(data.clone())))
+
+
+@pytest.mark.parametrize("jk", ["cat", "max"])
+def test_jumping_knowledge_reads_every_blocks_output(graphs, jk):
+    batch = Batch.from_data_list(graphs)
+    m = model("graph", jk=jk, task="graph")
+    state = m.embed(m.transform(batch))
+    outputs = []
+    h = state.h
+    for layer in m.layers:
+        h = layer(h, state.pairs, state.pair_attr, state.buckets, state.edge_index, state.edge_h)
+        outputs.append(h)
+    hidden = torch.cat(outputs, -1) if jk == "cat" else torch.stack(outputs).max(0).values
+    expected = m.head(global_mean_pool(m.norm(hidden), batch.batch))
+    torch.testing.assert_close(m(m.transform(batch)), expected)
+    with pytest.raises(ValueError, match="all 2 blocks"):
+        m.readout(state)  # a state that went through no block
+
+
+@pytest.mark.parametrize("kwargs,name", [({"jk": "lstm"}, "jk"), ({"max_degree": 0}, "max_degree"),
+                                         ({"max_degree": 2.5}, "max_degree")])
+def test_bad_degree_and_jk_options_name_the_argument(kwargs, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        GraphTransformer(IN, 16, 3, **kwargs)
