@@ -59,7 +59,6 @@ GRAPHATTN_OPTIONS = {
     "graphattn-degree": {"max_degree": 16},
     "graphattn-jk": {"jk": "cat"},
     "graphattn-dropout": {"dropout": 0.2},
-    "graphattn-4layers": {"num_layers": 4},
     "graphattn-8layers": {"num_layers": 8},
     # minesweeper's best combination in the probes (docs/real_graphs.md), the same on every node set
     "graphattn-heterophily": {"num_layers": 8, "dropout": 0.2, "max_degree": 16, "attn_kwargs": {"normalization": "sigmoid"}},
