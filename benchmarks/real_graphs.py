@@ -171,8 +171,8 @@ def molecule_model(conv: str, proto: dict):
         return ResidualGNN(ATOM_DIM, w, 1, layers, conv, num_heads=4, dropout=0.1, task="graph")
     if conv == "attentivefp":
         return AttentiveFPModel(ATOM_DIM, w, 1, BOND_DIM, num_layers=layers, dropout=0.1)
-    if conv == "graphattn":
-        return GraphTransformer(ATOM_DIM, w, 1, edge_dim=BOND_DIM, task="graph")
+    if conv in GRAPHATTN_OPTIONS:
+        return GraphTransformer(ATOM_DIM, w, 1, edge_dim=BOND_DIM, task="graph", **GRAPHATTN_OPTIONS[conv])
     return GraphTransformer(ATOM_DIM, w, 1, edge_dim=BOND_DIM, task="graph", pattern="dense", local_mpnn=True,
                             edge_attention=conv == "graphattn-gps-edges")
 
@@ -257,7 +257,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --results")
     parser.add_argument("--sets", nargs="*", default=None, help="data sets to run (default: all seven)")
     parser.add_argument("--models", nargs="*", default=(), choices=tuple(GRAPHATTN_OPTIONS),
-                        help="GraphTransformer option rows to run on the node sets beside their usual rows")
+                        help="GraphTransformer option rows to run beside a set's usual rows")
     parser.add_argument("--render", action="store_true", help="only rewrite the tables from --results (trains nothing)")
     parser.add_argument("--one", nargs=2, metavar=("SET", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,7 +271,7 @@ def main() -> None:
     lines = []
     for name in sets:
         rows = done_rows.setdefault(name, {})
-        extra = tuple(m for m in args.models if m not in MODELS[name]) if name in NODE_SETS else ()
+        extra = tuple(m for m in args.models if m not in MODELS[name]) if name != "social" else ()
         for conv in MODELS[name] + extra:
             if conv in rows:
                 continue
