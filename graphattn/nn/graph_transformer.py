@@ -159,7 +159,9 @@ class GraphTransformer(nn.Module):
     unreachable, and a bucket of its own for the pairs of virtual nodes).
 
     ``pattern`` is any pattern of :mod:`graphattn.patterns`, as an object or in the one grammar
-    (:func:`~graphattn.patterns.parse`): ``"graph"`` (the edges and self loops), ``"khop:2"``
+    (:func:`~graphattn.patterns.parse`): ``"graph"`` (the edges and self loops), ``"graph:0"``
+    (the neighbours only, while the residual carries the node's own state: Platonov et al.'s
+    "-sep", ego and neighbours apart, for heterophilous graphs), ``"khop:2"``
     (nodes within 2 hops), ``"dense"`` (all nodes of the same graph), ``"graph|window:2"``, ...;
     graph patterns follow each batch's ``edge_index``, position patterns its node order;
     ``"graph|expander:4:0|virtual:1"`` is BigBird on graphs (Exphormer): the edges, a random
