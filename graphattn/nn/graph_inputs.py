@@ -13,8 +13,9 @@ from torch_geometric.data import Data
 from torch_geometric.data.data import BaseData
 
 from graphattn.transforms import PE_ATTRS
+from graphattn.utils.checks import check_dtype, check_edge_index
 
-__all__ = ["GraphState", "positional_features", "as_graph_data", "edges_first"]
+__all__ = ["GraphState", "positional_features", "as_graph_data", "edges_first", "check_graph_data"]
 
 
 class GraphState(NamedTuple):
@@ -115,3 +116,29 @@ def edges_first(pair_edge: Tensor, edge_index: Tensor, pattern: str) -> Tensor:
     first = torch.empty(num_edges, dtype=torch.long, device=pair_edge.device)
     first[pair_edge[pair_ids]] = pair_ids
     return torch.cat([first, (~is_edge).nonzero().squeeze(1)])
+
+
+def check_graph_data(data, in_channels: int, dtype: torch.dtype, edge_dim: Optional[int]) -> Optional[Tensor]:
+    """``data.edge_attr`` (None without ``edge_dim``) after checking what a :class:`GraphTransformer`
+    with these sizes and parameter ``dtype`` reads of ``data``."""
+    x = getattr(data, "x", None)
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != in_channels:
+        raise ValueError(f"data.x must be a float tensor [N, {in_channels}], got {getattr(x, 'shape', x)}")
+    if not x.is_floating_point():
+        raise TypeError(f"data.x must be a float tensor [N, {in_channels}], got dtype {x.dtype}")
+    check_dtype("data.x", x, dtype, "the model's parameters")
+    edge_index = check_edge_index(getattr(data, "edge_index", None), "data.edge_index", x.size(0), x.size(0),
+                                  " (the rows of data.x)")
+    if edge_dim is None:
+        return None
+    edge_attr = getattr(data, "edge_attr", None)
+    if edge_attr is None:
+        raise ValueError(f"the model has edge_dim={edge_dim}: data.edge_attr [E, {edge_dim}] is missing")
+    expected = (edge_index.size(1), edge_dim)
+    if not isinstance(edge_attr, Tensor) or tuple(edge_attr.shape) != expected:
+        raise ValueError(f"data.edge_attr must have shape [E, edge_dim] = [{expected[0]}, {expected[1]}] (one row "
+                         f"per edge of data.edge_index), got {tuple(getattr(edge_attr, 'shape', ())) or edge_attr}")
+    if edge_attr.is_complex():
+        raise TypeError(f"data.edge_attr must hold real numbers (cast to the model's dtype), "
+                        f"got dtype {edge_attr.dtype}")
+    return edge_attr

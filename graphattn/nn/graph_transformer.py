@@ -26,13 +26,13 @@ from torch_geometric.transforms import BaseTransform, Compose
 
 from graphattn import patterns as P
 from graphattn.nn.attention import GraphMultiheadAttention
-from graphattn.nn.graph_inputs import GraphState, as_graph_data, edges_first, positional_features
+from graphattn.nn.graph_inputs import GraphState, as_graph_data, check_graph_data, edges_first, positional_features
 from graphattn.nn.mlp import mlp
 from graphattn.patterns.virtual import virtual_pairs
 from graphattn.transforms import PE_ATTRS, GraphStructure, positional_encoding_transform
 from graphattn.transforms.structure import check_fingerprint, gather_edge_attr, pair_edge_ids, pair_edge_ids_of_batch
 from graphattn.utils.batch import graph_layout
-from graphattn.utils.checks import check_choice, check_dtype, check_edge_index, check_int, eager_only
+from graphattn.utils.checks import check_choice, check_int, eager_only
 
 log = logging.getLogger(__name__)
 
@@ -346,30 +346,6 @@ class GraphTransformer(nn.Module):
                 net[0].reset_parameters()
                 net[3].reset_parameters()
 
-    def _check_data(self, data) -> Optional[Tensor]:
-        """``data.edge_attr`` (None without ``edge_dim``) after checking what the model reads."""
-        x = getattr(data, "x", None)
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != self.in_channels:
-            raise ValueError(f"data.x must be a float tensor [N, {self.in_channels}], got {getattr(x, 'shape', x)}")
-        if not x.is_floating_point():
-            raise TypeError(f"data.x must be a float tensor [N, {self.in_channels}], got dtype {x.dtype}")
-        check_dtype("data.x", x, self.node_encoder.weight.dtype, "the model's parameters")
-        edge_index = check_edge_index(getattr(data, "edge_index", None), "data.edge_index", x.size(0), x.size(0),
-                                      " (the rows of data.x)")
-        if self.edge_encoder is None:
-            return None
-        edge_attr = getattr(data, "edge_attr", None)
-        if edge_attr is None:
-            raise ValueError(f"the model has edge_dim={self.edge_dim}: data.edge_attr [E, {self.edge_dim}] is missing")
-        expected = (edge_index.size(1), self.edge_dim)
-        if not isinstance(edge_attr, Tensor) or tuple(edge_attr.shape) != expected:
-            raise ValueError(f"data.edge_attr must have shape [E, edge_dim] = [{expected[0]}, {expected[1]}] (one row "
-                             f"per edge of data.edge_index), got {tuple(getattr(edge_attr, 'shape', ())) or edge_attr}")
-        if edge_attr.is_complex():
-            raise TypeError(f"data.edge_attr must hold real numbers (cast to the model's dtype), "
-                            f"got dtype {edge_attr.dtype}")
-        return edge_attr
-
     @property
     def transform(self) -> BaseTransform:
         """The PyG transform that adds what this model reads of each graph (see the class docstring)."""
@@ -438,7 +414,7 @@ class GraphTransformer(nn.Module):
         encoding; the learned states of the pattern's virtual nodes appended), encoded edges and,
         with ``pairs=True``, the attention pairs of the batch (from ``model.transform``'s fields).
         Layer-wise inference takes ``pairs=False`` and builds the pairs of each chunk itself."""
-        edge_attr = self._check_data(data)
+        edge_attr = check_graph_data(data, self.in_channels, self.node_encoder.weight.dtype, self.edge_dim)
         batch, ptr = graph_layout(data)
         num_graphs, num_nodes = ptr.numel() - 1, data.x.size(0)
         h = self.node_encoder(data.x)
