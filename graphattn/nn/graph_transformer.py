@@ -287,7 +287,6 @@ class GraphTransformer(nn.Module):
         self.max_degree = None if max_degree is None else check_int("max_degree", max_degree, 1)
         if jk is not None:
             check_choice("jk", jk, JK_MODES)
-        self.jk_mode = jk
         # As in GraphGPS, edge features go to the local layer when there is one, and the attention
         # is plain: per-pair edge terms on a dense pattern would cost [pairs, heads, channels].
         # edge_attention=True keeps them in the attention beside the local layer (GPS with bond-aware attention).
@@ -478,7 +477,7 @@ class GraphTransformer(nn.Module):
         jumping knowledge of ``state.outputs`` (one entry a block)."""
         if self.jk is not None:
             if len(state.outputs) != self.num_layers:
-                raise ValueError(f"jk={self.jk_mode!r} reads the output of all {self.num_layers} blocks, "
+                raise ValueError(f"jk={self.jk.mode!r} reads the output of all {self.num_layers} blocks, "
                                  f"the state holds {len(state.outputs)}: run every block through after_block")
             h = self.norm(self.jk(list(state.outputs)))
         else:
@@ -502,7 +501,7 @@ class GraphTransformer(nn.Module):
     def __repr__(self) -> str:
         local = ", local_mpnn=True" if self.local_mpnn else ""
         local += f", max_degree={self.max_degree}" if self.max_degree else ""
-        local += f", jk={self.jk_mode!r}" if self.jk is not None else ""
+        local += f", jk={self.jk.mode!r}" if self.jk is not None else ""
         return (f"{type(self).__name__}({self.in_channels}, {self.hidden_channels}, {self.out_channels}, "
                 f"num_layers={self.num_layers}, num_heads={self.layers[0].attn.num_heads}, "
                 f"pattern={str(self.pattern)!r}{local}, task={self.task!r})")

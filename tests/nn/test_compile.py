@@ -185,13 +185,15 @@ def test_seq2seq_training_step_compiles():
         torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pattern, local_mpnn", [("khop:2", False), ("dense", True), ("graph|virtual:1", False)])
-def test_graph_transformer_compiles(pattern, local_mpnn):
+@pytest.mark.parametrize("pattern, local_mpnn, kwargs", [("khop:2", False, {}), ("dense", True, {}),
+                                                        ("graph|virtual:1", False, {}),
+                                                        ("graph", False, {"max_degree": 3, "jk": "cat"})])
+def test_graph_transformer_compiles(pattern, local_mpnn, kwargs):
     # Virtual nodes are joined to the batch's examples in forward (their pair count depends on
     # the example sizes), which breaks the graph; every other structure is precomputed.
     torch.manual_seed(0)
     model = GraphTransformer(5, 16, 3, num_layers=2, num_heads=4, edge_dim=2, pattern=pattern, local_mpnn=local_mpnn,
-                             task="graph")
+                             task="graph", **kwargs)
     graphs = []
     for n in (6, 9, 4):
         ei = torch.randint(0, n, (2, 2 * n))
