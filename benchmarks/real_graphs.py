@@ -60,6 +60,8 @@ GRAPHATTN_OPTIONS = {
     "graphattn-jk": {"jk": "cat"},
     "graphattn-dropout": {"dropout": 0.2},
     "graphattn-8layers": {"num_layers": 8},
+    # no W_v, W_o: attention only weighs the propagation (GAT's one projection); Cora's probes
+    "graphattn-unprojected": {"attn_kwargs": {"project_values": False}},
     # minesweeper's best combination in the probes (docs/real_graphs.md), the same on every node set
     "graphattn-heterophily": {"num_layers": 8, "dropout": 0.2, "max_degree": 16, "attn_kwargs": {"normalization": "sigmoid"}},
 }
@@ -73,7 +75,9 @@ PROTOCOLS = {
     # Its baselines' best validation step was 124-200 of 200 (still improving); chameleon's and squirrel's under 60.
     "minesweeper": {**HETERO, "steps": 300},
     "cora": {"steps": 200, "seeds": 5},
-    "molecules": {"width": 64, "layers": 3, "epochs": 10, "lr": 1e-3, "seeds": 2},
+    # 30 epochs: PyG's AttentiveFP reaches its published Lipophilicity RMSE (0.733 against 0.73,
+    # seed 0) where 10 epochs left it at 0.85, a harness shortfall rather than the model's.
+    "molecules": {"width": 64, "layers": 3, "epochs": 30, "lr": 1e-3, "seeds": 2},
 }
 # Full batch, PyG's examples' learning rate and dropout; Polynormer local for the first half (GlobalBaseline.epoch_hook).
 SOCIAL = {"steps": 400, "lr": 1e-3, "dropout": 0.5, "seeds": 2}

@@ -12,7 +12,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import degree
 
 from graphattn.nn.pairs import (Pairs, as_band, as_edge_index, band_has_key, check_edge_terms, check_key_value,
-                               check_node_inputs, graph_edges_first, pattern_layout, sorted_edges)
+                               check_node_inputs, choose_backend, graph_edges_first, pattern_layout, sorted_edges)
 from graphattn.ops import (NORMALIZATIONS, CSRLayout, dense_attention, edge_attention, flex_attention, flex_available,
                            gathers_messages, keep_transpose, normalize, window_attention)
 from graphattn.patterns import Pattern, as_pattern
@@ -48,7 +48,9 @@ class GraphMultiheadAttention(MessagePassing):
     :math:`W_k^e e_{ij}` only with ``edge_key=True``, as in PyG's ``TransformerConv``) and a direct score bias
     :math:`\beta_{ij}` (``attn_bias``). ``normalization="relu"`` replaces the softmax by
     :math:`\mathrm{relu}(s_{ij}) / |\{j \to i\}|`, ``"sigmoid"`` by :math:`\sigma(s_{ij})`.
-    A query with no allowed key outputs exactly zero.
+    A query with no allowed key outputs exactly zero. ``project_values=False`` drops
+    :math:`W_v, b_v, W_o, b_o`: :math:`v_j = x_j` (split into heads) and the output is the
+    concatenation of the heads.
 
     The parameters are laid out as in :class:`torch.nn.MultiheadAttention` (``in_proj_weight``
     or ``q/k/v_proj_weight``, ``in_proj_bias``, ``out_proj``): :meth:`from_torch` and
@@ -101,6 +103,12 @@ class GraphMultiheadAttention(MessagePassing):
             (default: :obj:`False`)
         edge_key (bool, optional): edge features also add a key term, so that their effect on
             the score depends on the query (needs ``edge_dim``). (default: :obj:`False`)
+        project_values (bool, optional): ``False`` drops :math:`W_v` and :math:`W_o` (and their
+            biases): the values are the value inputs themselves, split into heads, and the
+            attention only weighs how they propagate, as GAT's one shared projection does. Fewer
+            parameters to fit from few labels (Cora: docs/real_graphs.md); needs
+            ``vdim == embed_dim``, and :meth:`from_torch`/:meth:`to_torch` do not apply.
+            (default: :obj:`True`)
 
     The attended pairs are ``edge_index`` alone, a ``pattern`` on the layout ``ptr``, or a
     graph pattern (``graph``, ``khop``, ...) on the graph ``edge_index``. ``edge_attr`` and
@@ -130,6 +138,7 @@ class GraphMultiheadAttention(MessagePassing):
         backend: str = "auto",
         edge_value: bool = False,
         edge_key: bool = False,
+        project_values: bool = True,
     ):
         super().__init__(aggr="add", node_dim=0)
         embed_dim, num_heads = check_int("embed_dim", embed_dim, 1), check_int("num_heads", num_heads, 1)
@@ -146,18 +155,23 @@ class GraphMultiheadAttention(MessagePassing):
         self.vdim = embed_dim if vdim is None else check_int("vdim", vdim, 1)
         self.edge_dim = None if edge_dim is None else check_int("edge_dim", edge_dim, 1)
         self.normalization, self.backend = normalization, backend
+        self.project_values = bool(project_values)
+        if not self.project_values and self.vdim != embed_dim:
+            raise ValueError(f"project_values=False passes the values through unprojected: vdim ({self.vdim}) "
+                             f"must equal embed_dim ({embed_dim})")
         self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        n_proj = 3 if self.project_values else 2  # q, k (and v) stacked as torch's in_proj_weight
         if self._qkv_same_embed_dim:
-            self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+            self.in_proj_weight = nn.Parameter(torch.empty(n_proj * embed_dim, embed_dim))
             for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
                 self.register_parameter(name, None)
         else:
             self.q_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim))
             self.k_proj_weight = nn.Parameter(torch.empty(embed_dim, self.kdim))
-            self.v_proj_weight = nn.Parameter(torch.empty(embed_dim, self.vdim))
+            self.v_proj_weight = nn.Parameter(torch.empty(embed_dim, self.vdim)) if self.project_values else None
             self.register_parameter("in_proj_weight", None)
-        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if bias else None
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.in_proj_bias = nn.Parameter(torch.empty(n_proj * embed_dim)) if bias else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias) if self.project_values else None
         self.lin_edge = nn.Linear(self.edge_dim, num_heads) if self.edge_dim else None
         self.lin_edge_value = nn.Linear(self.edge_dim, embed_dim, bias=False) if edge_value else None
         self.lin_edge_key = nn.Linear(self.edge_dim, embed_dim, bias=False) if edge_key else None
@@ -169,11 +183,14 @@ class GraphMultiheadAttention(MessagePassing):
             nn.init.xavier_uniform_(self.in_proj_weight)
         else:
             for weight in (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight):
-                nn.init.xavier_uniform_(weight)
-        self.out_proj.reset_parameters()
+                if weight is not None:
+                    nn.init.xavier_uniform_(weight)
+        if self.out_proj is not None:
+            self.out_proj.reset_parameters()
         if self.in_proj_bias is not None:
             nn.init.zeros_(self.in_proj_bias)
-            nn.init.zeros_(self.out_proj.bias)
+            if self.out_proj is not None:
+                nn.init.zeros_(self.out_proj.bias)
         for module in (self.lin_edge, self.lin_edge_value, self.lin_edge_key):
             if module is not None:
                 module.reset_parameters()
@@ -187,6 +204,8 @@ class GraphMultiheadAttention(MessagePassing):
             raise TypeError(f"mha must be a torch.nn.MultiheadAttention, got {type(mha).__name__}")
         if mha.bias_k is not None or mha.add_zero_attn:
             raise ValueError("mha uses add_bias_kv or add_zero_attn, which have no graph counterpart")
+        if not kwargs.get("project_values", True):
+            raise ValueError("project_values=False has no W_v and W_o to copy nn.MultiheadAttention's into")
         layer = cls(mha.embed_dim, mha.num_heads, dropout=mha.dropout, bias=mha.in_proj_bias is not None,
                     kdim=mha.kdim, vdim=mha.vdim, **kwargs)
         result = layer.load_state_dict(mha.state_dict(), strict=False)
@@ -198,6 +217,8 @@ class GraphMultiheadAttention(MessagePassing):
         """A ``torch.nn.MultiheadAttention(batch_first=True)`` with a copy of these weights."""
         if self.edge_dim is not None:
             raise ValueError("a layer with edge_dim has edge weights that nn.MultiheadAttention lacks")
+        if not self.project_values:
+            raise ValueError("a layer with project_values=False lacks the W_v and W_o of nn.MultiheadAttention")
         weight = self.out_proj.weight
         mha = nn.MultiheadAttention(self.embed_dim, self.num_heads, dropout=self.dropout,
                                     bias=self.in_proj_bias is not None, kdim=self.kdim, vdim=self.vdim,
@@ -215,43 +236,9 @@ class GraphMultiheadAttention(MessagePassing):
         Returns ``(backend, reason)``; ``reason`` says why a faster backend was not taken.
         Raises ``ValueError`` when the configured backend cannot compute the pattern.
         """
-        device = torch.device(device) if device is not None else self.out_proj.weight.device
-        band = as_band(pattern)
-        restricted = self.normalization != "softmax" or needs_edges
-        window_ok = not restricted and band is not None and band.left is not None and band.right is not None
-        clipped = band.clipped(max_len) if band is not None and max_len else band
-        dense_ok = not restricted and clipped is not None and clipped.left is None and clipped.right in (None, 0)
-        if self.normalization != "softmax":
-            why = f"normalization={self.normalization!r} runs on the edges backend only"
-        elif needs_edges:
-            why = "edge value terms (edge_value=True) run on the edges backend only"
-        elif pattern is None:
-            why = "an explicit edge_index has no structure to exploit"
-        elif band is None:
-            why = f"{pattern!r} is not a band (dense, causal or window)"
-        else:
-            why = ""
-        flex_cannot = why if restricted or pattern is None else self._flex_cannot(device)
-        if self.backend == "auto":
-            if dense_ok:
-                return "dense", ""
-            if device.type != "cuda":  # on CPU FlexAttention is a forward-only reference path
-                return ("window", "") if window_ok else ("edges", why)
-            if not flex_cannot and pattern.position_based:
-                return "flex", ""
-            # Graph edges scatter over FlexAttention's 128 x 128 tiles (to be confirmed on a GPU).
-            why_not_flex = flex_cannot or f"{pattern!r} is a graph pattern, whose edges fill few 128 x 128 tiles"
-            return ("window" if window_ok else "edges"), why_not_flex
-        if pattern is None and self.backend != "edges":
-            raise ValueError(f"backend {self.backend!r} computes a pattern (pattern= with ptr), not an explicit "
-                             "edge_index: give the pattern, or use backend='edges' or 'auto' for a list of edges")
-        if self.backend == "dense" and not dense_ok:
-            raise ValueError(f"backend 'dense' cannot compute {pattern!r}: {why or 'it is not dense or causal'}")
-        if self.backend == "window" and not window_ok:
-            raise ValueError(f"backend 'window' cannot compute {pattern!r}: {why or 'it is not a finite band'}")
-        if self.backend == "flex" and flex_cannot:
-            raise ValueError(f"backend 'flex' cannot compute {pattern!r}: {flex_cannot}")
-        return self.backend, why
+        device = torch.device(device) if device is not None else self._dtype_ref.device
+        return choose_backend(self.backend, self.normalization, pattern, max_len, needs_edges, device,
+                              lambda: self._flex_cannot(device))
 
     def _flex_cannot(self, device: torch.device) -> str:
         """Why FlexAttention cannot run a softmax pattern on ``device`` ("" when it can)."""
@@ -320,9 +307,11 @@ class GraphMultiheadAttention(MessagePassing):
         else:
             out, alpha, has_key = self._attend(q, k, v, pairs, bias, edge_attr, return_attention_weights,
                                                pattern, edge_index, self._recipes(x_key, x_query, value, key_value))
-        out = self.out_proj(out.reshape(num_q, self.embed_dim))
-        # No allowed key, no message: exactly zero (in place: the projection keeps its input, not its output).
-        out = out.mul_(has_key.unsqueeze(-1).to(out.dtype))
+        out = out.reshape(num_q, self.embed_dim)
+        # No allowed key, no message: exactly zero (in place only after the projection, which keeps
+        # its input, not its output: a kernel may keep its output for backward).
+        mask = has_key.unsqueeze(-1).to(out.dtype)
+        out = self.out_proj(out).mul_(mask) if self.out_proj is not None else out * mask
         if not return_attention_weights:
             return out
         edge_index, alpha = pairs.edge_index, alpha
@@ -335,9 +324,9 @@ class GraphMultiheadAttention(MessagePassing):
     def _check_inputs(self, x, value, key_value) -> tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
         """``(x_key, x_query, value)``; with ``key_value`` the projected keys are checked instead."""
         if key_value is not None:
-            check_key_value(x, key_value, self.embed_dim, self.num_heads, self.head_dim, self.out_proj.weight.dtype)
+            check_key_value(x, key_value, self.embed_dim, self.num_heads, self.head_dim, self._dtype_ref.dtype)
             return None, x, None
-        return check_node_inputs(x, value, self.embed_dim, self.kdim, self.vdim, self.out_proj.weight.dtype)
+        return check_node_inputs(x, value, self.embed_dim, self.kdim, self.vdim, self._dtype_ref.dtype)
 
     def _pairs(self, edge_index, pattern, ptr, key_ptr, sizes, is_self, needs_edges,
                wants_pairs) -> tuple[Pairs, Optional[Pattern]]:
@@ -373,7 +362,7 @@ class GraphMultiheadAttention(MessagePassing):
     def _edge_terms(self, edge_attr, attn_bias, pairs: Pairs) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """The score bias ``[E, H]`` and edge features ``[E, edge_dim]``, both in sorted edge order."""
         num_edges = None if pairs.edge_index is None else pairs.edge_index.size(1)
-        check_edge_terms(edge_attr, attn_bias, num_edges, self.edge_dim, self.num_heads, self.out_proj.weight.dtype)
+        check_edge_terms(edge_attr, attn_bias, num_edges, self.edge_dim, self.num_heads, self._dtype_ref.dtype)
         bias = None
         if edge_attr is not None:
             edge_attr = edge_attr if pairs.order is None else edge_attr[pairs.order]
@@ -383,14 +372,21 @@ class GraphMultiheadAttention(MessagePassing):
             bias = attn_bias if bias is None else bias + attn_bias
         return bias, edge_attr
 
+    @property
+    def _dtype_ref(self) -> Tensor:
+        """A weight every configuration has, for the layer's dtype and device."""
+        return self.in_proj_weight if self.in_proj_weight is not None else self.q_proj_weight
+
     def _weights(self):
+        """``(w, b)`` of q, k and v; v's are ``(None, None)`` with ``project_values=False``."""
         e = self.embed_dim
         if self._qkv_same_embed_dim:
-            w_q, w_k, w_v = self.in_proj_weight.split(e)
+            w = list(self.in_proj_weight.split(e))
         else:
-            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
-        b_q, b_k, b_v = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.split(e)
-        return (w_q, b_q), (w_k, b_k), (w_v, b_v)
+            w = [self.q_proj_weight, self.k_proj_weight, self.v_proj_weight]
+        b = [None] * 3 if self.in_proj_bias is None else list(self.in_proj_bias.split(e))
+        w, b = w + [None] * (3 - len(w)), b + [None] * (3 - len(b))
+        return tuple(zip(w, b))
 
     def _project(self, x_key, x_query, value, key_value) -> tuple[Tensor, Tensor, Tensor]:
         # Three matmuls, not one fused as nn.MultiheadAttention does: the gradients of the chunks
@@ -410,7 +406,7 @@ class GraphMultiheadAttention(MessagePassing):
         value = x_key if value is None else value
         return (lambda: F.linear(x_query, w_q, b_q).reshape(shape),
                 (lambda: F.linear(x_key, w_k, b_k).reshape(shape)) if key_value is None else None,
-                (lambda: F.linear(value, w_v, b_v).reshape(shape)) if key_value is None else None)
+                (lambda: project_value(value, w_v, b_v, shape)) if key_value is None else None)
 
     def project_key_value(self, x_key: Tensor, value: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Projected keys and values ``([N_k, H, D], [N_k, H, D])`` of key (and value) inputs.
@@ -420,7 +416,7 @@ class GraphMultiheadAttention(MessagePassing):
         _, (w_k, b_k), (w_v, b_v) = self._weights()
         value = x_key if value is None else value
         shape = (-1, self.num_heads, self.head_dim)
-        return F.linear(x_key, w_k, b_k).reshape(shape), F.linear(value, w_v, b_v).reshape(shape)
+        return F.linear(x_key, w_k, b_k).reshape(shape), project_value(value, w_v, b_v, shape)
 
     def _attend(self, q, k, v, pairs: Pairs, bias, edge_attr, need_weights, pattern=None,
                 graph=None, recipes: tuple = (None, None, None)) -> tuple[Tensor, Optional[Tensor], Tensor]:
@@ -506,6 +502,12 @@ class GraphMultiheadAttention(MessagePassing):
         extra = f", edge_dim={self.edge_dim}" if self.edge_dim else ""
         extra += ", edge_value=True" if self.lin_edge_value is not None else ""
         extra += ", edge_key=True" if self.lin_edge_key is not None else ""
+        extra += ", project_values=False" if not self.project_values else ""
         if self.normalization != "softmax":
             extra += f", normalization={self.normalization!r}"
         return f"{type(self).__name__}({self.embed_dim}, num_heads={self.num_heads}{extra}, backend={self.backend!r})"
+
+
+def project_value(value: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], shape: tuple) -> Tensor:
+    """``W_v value + b_v`` split into heads, or ``value`` itself split into heads (no ``W_v``)."""
+    return (value if weight is None else F.linear(value, weight, bias)).reshape(shape)

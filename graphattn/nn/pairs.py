@@ -1,11 +1,11 @@
 r"""What one call of :class:`~graphattn.nn.GraphMultiheadAttention` is given: its node inputs,
 checked, and the pairs it attends, from how the caller gave them: an ``edge_index``
 (LongTensor, ``EdgeIndex`` or torch sparse adjacency), a pattern on a layout ``ptr``, or a graph
-pattern on a graph. Pure functions of their arguments.
+pattern on a graph, and the backend that computes them. Pure functions of their arguments.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -17,7 +17,7 @@ from graphattn.utils.checks import check_dtype, check_ptr, eager_only
 from graphattn.utils.edges import edge_keys, sorted_isin
 
 __all__ = ["Pairs", "as_band", "as_edge_index", "graph_edges_first", "sorted_edges", "pattern_layout", "band_has_key",
-           "check_node_inputs", "check_key_value", "check_edge_terms"]
+           "check_node_inputs", "check_key_value", "check_edge_terms", "choose_backend"]
 
 
 def as_band(pattern: Optional[Pattern]) -> Optional[Band]:
@@ -171,3 +171,46 @@ def check_edge_terms(edge_attr, attn_bias, num_edges: Optional[int], edge_dim: O
             raise ValueError(f"attn_bias must have shape [E, num_heads] = [{num_edges}, {num_heads}], "
                              f"got {tuple(getattr(attn_bias, 'shape', ()))}")
         check_dtype("attn_bias", attn_bias, dtype)
+
+
+def choose_backend(backend: str, normalization: str, pattern: Optional[Pattern], max_len: int, needs_edges: bool,
+                   device: torch.device, flex_cannot: Callable[[], str]) -> tuple[str, str]:
+    """``(backend, reason)`` of :meth:`GraphMultiheadAttention.select_backend` for a layer configured
+    with ``backend`` and ``normalization``; ``flex_cannot()`` says why FlexAttention cannot run on
+    ``device`` ("" when it can), asked only where it matters."""
+    band = as_band(pattern)
+    restricted = normalization != "softmax" or needs_edges
+    window_ok = not restricted and band is not None and band.left is not None and band.right is not None
+    clipped = band.clipped(max_len) if band is not None and max_len else band
+    dense_ok = not restricted and clipped is not None and clipped.left is None and clipped.right in (None, 0)
+    if normalization != "softmax":
+        why = f"normalization={normalization!r} runs on the edges backend only"
+    elif needs_edges:
+        why = "edge value terms (edge_value=True) run on the edges backend only"
+    elif pattern is None:
+        why = "an explicit edge_index has no structure to exploit"
+    elif band is None:
+        why = f"{pattern!r} is not a band (dense, causal or window)"
+    else:
+        why = ""
+    no_flex = why if restricted or pattern is None else flex_cannot()
+    if backend == "auto":
+        if dense_ok:
+            return "dense", ""
+        if device.type != "cuda":  # on CPU FlexAttention is a forward-only reference path
+            return ("window", "") if window_ok else ("edges", why)
+        if not no_flex and pattern.position_based:
+            return "flex", ""
+        # Graph edges scatter over FlexAttention's 128 x 128 tiles (to be confirmed on a GPU).
+        why_not_flex = no_flex or f"{pattern!r} is a graph pattern, whose edges fill few 128 x 128 tiles"
+        return ("window" if window_ok else "edges"), why_not_flex
+    if pattern is None and backend != "edges":
+        raise ValueError(f"backend {backend!r} computes a pattern (pattern= with ptr), not an explicit "
+                         "edge_index: give the pattern, or use backend='edges' or 'auto' for a list of edges")
+    if backend == "dense" and not dense_ok:
+        raise ValueError(f"backend 'dense' cannot compute {pattern!r}: {why or 'it is not dense or causal'}")
+    if backend == "window" and not window_ok:
+        raise ValueError(f"backend 'window' cannot compute {pattern!r}: {why or 'it is not a finite band'}")
+    if backend == "flex" and no_flex:
+        raise ValueError(f"backend 'flex' cannot compute {pattern!r}: {no_flex}")
+    return backend, why

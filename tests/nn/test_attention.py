@@ -23,13 +23,14 @@ def reference(layer, x_key, x_query, value, mask, bias=None, edge_value=None):
     e, h = layer.embed_dim, layer.num_heads
     d = e // h
     if layer.in_proj_weight is not None:
-        w_q, w_k, w_v = layer.in_proj_weight.split(e)
+        w_q, w_k, *w_v = layer.in_proj_weight.split(e)
     else:
-        w_q, w_k, w_v = layer.q_proj_weight, layer.k_proj_weight, layer.v_proj_weight
-    b_q, b_k, b_v = layer.in_proj_bias.split(e) if layer.in_proj_bias is not None else (0, 0, 0)
+        w_q, w_k, *w_v = layer.q_proj_weight, layer.k_proj_weight, layer.v_proj_weight
+    b_q, b_k, *b_v = layer.in_proj_bias.split(e) if layer.in_proj_bias is not None else (0, 0, 0)
     q = (x_query @ w_q.t() + b_q).view(-1, h, d)
     k = (x_key @ w_k.t() + b_k).view(-1, h, d)
-    v = (value @ w_v.t() + b_v).view(-1, h, d)
+    # project_values=False: the value inputs themselves, no W_v and no W_o
+    v = (value if layer.out_proj is None else value @ w_v[0].t() + (b_v[0] if b_v else 0)).view(-1, h, d)
     scores = torch.einsum("ihd,jhd->ijh", q, k) / math.sqrt(d)
     if bias is not None:
         scores = scores + bias
@@ -43,7 +44,7 @@ def reference(layer, x_key, x_query, value, mask, bias=None, edge_value=None):
     out = torch.einsum("ijh,jhd->ihd", weights, v)
     if edge_value is not None:
         out = out + torch.einsum("ijh,ijhd->ihd", weights, edge_value)
-    out = layer.out_proj(out.reshape(-1, e))
+    out = out.reshape(-1, e) if layer.out_proj is None else layer.out_proj(out.reshape(-1, e))
     return out * mask.any(1, keepdim=True), weights
 
 
@@ -342,6 +343,7 @@ def test_select_backend_reasons():
         (dict(embed_dim=8, num_heads=2, backend="flash"), ValueError, "backend"),
         (dict(embed_dim=8, num_heads=2, normalization="tanh"), ValueError, "normalization"),
         (dict(embed_dim=8, num_heads=2, edge_value=True), ValueError, "edge_dim"),
+        (dict(embed_dim=8, num_heads=2, vdim=4, project_values=False), ValueError, r"vdim \(4\) must equal embed_dim"),
     ],
 )
 def test_bad_construction(kwargs, exc, match):
@@ -408,6 +410,41 @@ def test_a_dtype_mix_names_the_argument_and_both_dtypes(name):
         else:  # autocast does not cast float64
             with pytest.raises(TypeError, match=f"^{name} has dtype torch.float64"):
                 DTYPE_CASES[name](layer, x, ei, ea)
+
+
+@pytest.mark.parametrize("backend", ["edges", "dense", "window"])
+@pytest.mark.parametrize("kdim", [None, 5])
+def test_unprojected_values_against_reference(backend, kdim):
+    # project_values=False: values are the inputs split into heads, no W_v and no W_o; every
+    # backend gives the reference's numbers and gradients, with and without edge value terms.
+    pattern = {"edges": P.bigbird(1, 1, 1, seed=0), "dense": P.causal(), "window": P.window(2)}[backend]
+    torch.manual_seed(0)
+    layer = GraphMultiheadAttention(8, 2, kdim=kdim, backend=backend, project_values=False).double()
+    assert layer.out_proj is None  # parameters: W_q, W_k and their biases only
+    assert sum(p.numel() for p in layer.parameters()) == 8 * 8 + 8 * (kdim or 8) + 2 * 8
+    ptr = make_ptr([4, 0, 1, 5])
+    x = torch.randn(10, 8, dtype=torch.float64, requires_grad=True)
+    x_key = torch.randn(10, kdim, dtype=torch.float64, requires_grad=True) if kdim else x
+    inputs = (x_key, x) if kdim else x
+    mask = pattern.to_dense(ptr)
+    out = layer(inputs, pattern=pattern, ptr=ptr, key_ptr=ptr if kdim else None, value=x if kdim else None)
+    expected, _ = reference(layer, x_key, x, x, mask)
+    torch.testing.assert_close(out, expected)
+    out.square().sum().backward()
+    grads = [p.grad.clone() for p in layer.parameters()] + [x.grad.clone()]
+    layer.zero_grad()
+    x.grad = None
+    expected.square().sum().backward()
+    for got, want in zip(grads, [p.grad for p in layer.parameters()] + [x.grad]):
+        torch.testing.assert_close(got, want)
+
+
+def test_unprojected_values_have_no_torch_counterpart():
+    layer = GraphMultiheadAttention(8, 2, project_values=False)
+    with pytest.raises(ValueError, match="project_values=False"):
+        layer.to_torch()
+    with pytest.raises(ValueError, match="project_values=False"):
+        GraphMultiheadAttention.from_torch(nn.MultiheadAttention(8, 2), project_values=False)
 
 
 def test_repr():
