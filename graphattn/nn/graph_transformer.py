@@ -227,7 +227,9 @@ class GraphTransformer(nn.Module):
             hop counts goes this deep, so keep it small on large graphs. (default: :obj:`8`)
         attn_kwargs (dict, optional): more arguments of every attention layer (e.g. ``dropout``,
             ``backend``; ``normalization="sigmoid"`` sums over the keys instead of averaging, so a
-            node can count its neighbours, which softmax cannot). (default: :obj:`None`)
+            node can count its neighbours, which softmax cannot; ``project_values=False`` drops the
+            value and output projections, so attention only weighs the propagation, as GAT's one
+            projection does: Cora in docs/real_graphs.md). (default: :obj:`None`)
         edge_attention (bool, optional): whether the edge features bias the attention's scores and
             values; :obj:`None` means yes without ``local_mpnn`` and no with it (GraphGPS), ``True``
             with ``local_mpnn`` gives them to both. (default: :obj:`None`)

@@ -32,6 +32,8 @@ CASES = {
     "edges features": (dict(edge_dim=3, edge_value=True, edge_key=True),
                        lambda m, x, ei: m(x, ei, torch.linspace(-1, 1, 3 * EDGES).view(EDGES, 3))),
     "edges sigmoid": (dict(normalization="sigmoid"), lambda m, x, ei: m(x, ei)),
+    "edges unprojected": (dict(project_values=False), lambda m, x, ei: m(x, ei)),
+    "dense unprojected ragged": (dict(project_values=False), lambda m, x, ei: m(x, pattern=P.dense(), ptr=PTR)),
     "dense": ({}, lambda m, x, ei: m(x, pattern=P.dense())),
     "dense ragged": ({}, lambda m, x, ei: m(x, pattern=P.dense(), ptr=PTR)),
     "causal ragged": ({}, lambda m, x, ei: m(x, pattern="causal", ptr=PTR)),
@@ -52,7 +54,8 @@ CASES = {
 # Patterns whose edges the layer must build in forward (the edges backend, weights or biases on a
 # pattern's pairs) break the graph there, since their number depends on ptr's values: build them
 # once outside (pattern.edge_index(ptr)) and pass edge_index, as the stacks and transforms do.
-NO_GRAPH_BREAK = ["edges", "edges weights", "edges features", "edges sigmoid", "kdim vdim value", "dense",
+NO_GRAPH_BREAK = ["edges", "edges weights", "edges features", "edges sigmoid", "edges unprojected",
+                  "dense unprojected ragged", "kdim vdim value", "dense",
                   "dense ragged", "causal ragged", "dense cross", "key_value (cached decoding)", "window", "window ragged"]
 
 
