@@ -47,3 +47,28 @@ def test_render_rewrites_the_tables_between_the_markers(tmp_path):
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "| GCN | 81.5 | 50.00 ± 0.00 | 2 |" in text
     assert '| graphattn, `jk="cat"` |  | 50.00 ± 0.00 | 1 |' in text
+
+
+def test_cora_attention_variants_are_what_they_claim():
+    # benchmarks/cora_attention.py: "uniform" keeps W_q, W_k at zero through training, so every
+    # neighbour (self loop included) weighs 1 / in-degree; "unprojected" has no W_v, W_o.
+    from torch_geometric.utils import add_self_loops, degree
+
+    spec = importlib.util.spec_from_file_location("cora_attention", ROOT / "benchmarks" / "cora_attention.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    data = Data(x=torch.rand(7, 5), edge_index=torch.tensor([[0, 1, 2, 3, 4, 5, 6, 0], [1, 2, 3, 4, 5, 6, 0, 3]]))
+    uniform = module.AttentionGAT(5, 3, "uniform", hidden=16)
+    optimizer = torch.optim.Adam(uniform.parameters(), lr=0.1)
+    uniform(data).square().sum().backward()
+    optimizer.step()
+    attn = uniform.attn[0]
+    assert attn.in_proj_weight[:32].abs().max() == 0 and attn.in_proj_bias[:32].abs().max() == 0
+    assert attn.in_proj_weight[32:].abs().max() > 0  # W_v still learns
+    loops = add_self_loops(data.edge_index, num_nodes=7)[0]
+    _, (pairs, alpha) = attn.eval()(torch.randn(7, 16), loops, return_attention_weights=True)
+    expected = 1 / degree(pairs[1], 7)[pairs[1]]
+    torch.testing.assert_close(alpha, expected.unsqueeze(1).expand_as(alpha))
+    assert all(layer.out_proj is None for layer in module.AttentionGAT(5, 3, "unprojected").attn)
+    assert all(layer.out_proj is not None for layer in module.AttentionGAT(5, 3, "projected").attn)
