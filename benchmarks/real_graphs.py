@@ -60,6 +60,8 @@ GRAPHATTN_OPTIONS = {
     "graphattn-jk": {"jk": "cat"},
     "graphattn-dropout": {"dropout": 0.2},
     "graphattn-8layers": {"num_layers": 8},
+    "graphattn-rwpe": {"pe": "random_walk"},
+    "graphattn-exphormer": {"pattern": "graph|expander:4:0|virtual:1"},
     # no W_v, W_o: attention only weighs the propagation (GAT's one projection); Cora's probes
     "graphattn-unprojected": {"attn_kwargs": {"project_values": False}},
     # minesweeper's best combination in the probes (docs/real_graphs.md), the same on every node set
@@ -231,7 +233,9 @@ UNITS = {"minesweeper": "ROC-AUC %", "chameleon_filtered": "accuracy %", "squirr
          "cora": "accuracy %", "social": "accuracy %, full batch", "Lipo": "RMSE (lower is better)", "BBBP": "ROC-AUC", "BACE": "ROC-AUC"}
 LABELS = {"gcn": "GCN", "sage": "SAGE", "gat": "GAT", "gat-sep": "GAT-sep", "gt-sep": "GT-sep",
           "attentivefp": "AttentiveFP", "sgformer": "PyG SGFormer", "polynormer": "PyG Polynormer", "graphattn": "graphattn GraphTransformer (defaults)",
-          **{conv: "graphattn, " + ", ".join(f"`{k}={v!r}`".replace("'", '"') for k, v in kwargs.items())
+          # "|" escaped: a pattern's union would split the markdown table's cell
+          **{conv: "graphattn, " + ", ".join(f"`{k}={v!r}`".replace("'", '"').replace("|", "\\|")
+                                             for k, v in kwargs.items())
              for conv, kwargs in GRAPHATTN_OPTIONS.items() if kwargs},
           "graphattn-gps": "graphattn GPS (`pattern=\"dense\", local_mpnn=True`): bonds in the local layer only",
           "graphattn-gps-edges": "graphattn GPS, `edge_attention=True`: bonds in the local layer and the attention"}
