@@ -49,8 +49,9 @@ class AttentionGAT(nn.Module):
         self.head = nn.Linear(hidden, out_channels)
         if variant == "uniform":  # scores identically zero: a plain mean over the neighbours and self
             for attn in self.attn:
-                attn.in_proj_weight.data[:2 * hidden].zero_()
-                attn.in_proj_bias.data[:2 * hidden].zero_()
+                with torch.no_grad():
+                    attn.in_proj_weight[:2 * hidden].zero_()
+                    attn.in_proj_bias[:2 * hidden].zero_()
                 keep = torch.ones_like(attn.in_proj_weight)
                 keep[:2 * hidden] = 0
                 attn.in_proj_weight.register_hook(lambda grad, keep=keep: grad * keep)

@@ -184,14 +184,15 @@ def test_doctest_numbers():
 # --------------------------------------------------------------------------- graphs
 
 
-def test_edge_attr_bias_and_value_against_reference():
+@pytest.mark.parametrize("project_values", [True, False])
+def test_edge_attr_bias_and_value_against_reference(project_values):
     torch.manual_seed(2)
     n = 9
     edge_index = torch.randint(0, n, (2, 30))
     edge_index = torch.unique(edge_index[1] * n + edge_index[0])
     edge_index = torch.stack([edge_index % n, edge_index // n])
     edge_attr = torch.randn(edge_index.size(1), 3)
-    layer = GraphMultiheadAttention(8, 2, edge_dim=3, edge_value=True).eval()
+    layer = GraphMultiheadAttention(8, 2, edge_dim=3, edge_value=True, project_values=project_values).eval()
     x = torch.randn(n, 8)
     out = layer(x, edge_index, edge_attr)
     mask = torch.zeros(n, n, dtype=torch.bool)
@@ -416,7 +417,7 @@ def test_a_dtype_mix_names_the_argument_and_both_dtypes(name):
 @pytest.mark.parametrize("kdim", [None, 5])
 def test_unprojected_values_against_reference(backend, kdim):
     # project_values=False: values are the inputs split into heads, no W_v and no W_o; every
-    # backend gives the reference's numbers and gradients, with and without edge value terms.
+    # backend gives the reference's numbers and gradients (edge value terms: the test above).
     pattern = {"edges": P.bigbird(1, 1, 1, seed=0), "dense": P.causal(), "window": P.window(2)}[backend]
     torch.manual_seed(0)
     layer = GraphMultiheadAttention(8, 2, kdim=kdim, backend=backend, project_values=False).double()
