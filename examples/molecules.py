@@ -36,18 +36,19 @@ from graphattn.transforms import positional_encoding_transform  # noqa: E402
 from graphattn.utils.tables import markdown_table  # noqa: E402
 
 SIGMOID = {"normalization": "sigmoid"}  # weights that sum over the neighbours: a node can count them
+SOFTMAX = {"normalization": "softmax"}  # rows without "sigmoid" in their name, as docs/molecules.md measured them
 KEY = {"edge_key": True}  # bonds also enter the keys: their effect on a score depends on the query
 # graphattn models: a pattern (the one grammar) and architecture options as keyword arguments.
 GRAPHATTN = {
-    "graph": {"pattern": "graph"},
-    "graph, sigmoid": {"pattern": "graph", "attn_kwargs": SIGMOID},
-    "dense": {"pattern": "dense"},
-    "gps, sigmoid": {"pattern": "dense", "local_mpnn": True, "attn_kwargs": SIGMOID},
-    "graph, sigmoid, key": {"pattern": "graph", "attn_kwargs": SIGMOID | KEY},
-    "graph, sigmoid, key, vn": {"pattern": "graph", "attn_kwargs": SIGMOID | KEY, "virtual_node": True},
-    "graph, key": {"pattern": "graph", "attn_kwargs": KEY},
-    "khop:2, sigmoid, key": {"pattern": "khop:2", "attn_kwargs": SIGMOID | KEY},
-    "khop:3, sigmoid, key": {"pattern": "khop:3", "attn_kwargs": SIGMOID | KEY},
+    "graph": {"pattern": "graph", **SOFTMAX},
+    "graph, sigmoid": {"pattern": "graph", **SIGMOID},
+    "dense": {"pattern": "dense", **SOFTMAX},
+    "gps, sigmoid": {"pattern": "dense", "local_mpnn": True, **SIGMOID},
+    "graph, sigmoid, key": {"pattern": "graph", **SIGMOID, "attn_kwargs": KEY},
+    "graph, sigmoid, key, vn": {"pattern": "graph", **SIGMOID, "attn_kwargs": KEY, "virtual_node": True},
+    "graph, key": {"pattern": "graph", **SOFTMAX, "attn_kwargs": KEY},
+    "khop:2, sigmoid, key": {"pattern": "khop:2", **SIGMOID, "attn_kwargs": KEY},
+    "khop:3, sigmoid, key": {"pattern": "khop:3", **SIGMOID, "attn_kwargs": KEY},
 }
 # PyG baselines as "pyg:<conv>"
 MODELS = list(GRAPHATTN) + [f"pyg:{conv}" for conv in BASELINES]

@@ -26,8 +26,9 @@ from graphattn.utils.tables import markdown_table
 
 # graphattn models: a pattern (the one grammar) and architecture options as keyword arguments.
 GRAPHATTN = {
-    "graph": {"pattern": "graph"},
-    "graph, sigmoid": {"pattern": "graph", "attn_kwargs": {"normalization": "sigmoid"}},
+    # the normalization named: "graph" is the softmax row of docs/sbm_pattern.md (GraphTransformer's default is sigmoid)
+    "graph": {"pattern": "graph", "normalization": "softmax"},
+    "graph, sigmoid": {"pattern": "graph", "normalization": "sigmoid"},
     "gps": {"pattern": "dense", "local_mpnn": True},  # GraphGPS: dense attention beside GINE
 }
 # PyG baselines as "pyg:<conv>"

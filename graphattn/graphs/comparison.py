@@ -58,6 +58,8 @@ class GraphCompareSettings:
     lr: float = 3e-3  # AdamW rate
     max_distance: int = 2  # hop buckets told apart
     dense_max_pairs: int = 10_000_000  # dense runs where one graph's pairs stay below this
+    # one normalization for every pattern, so that the rows differ by the pattern only
+    normalization: str = "softmax"
 
 
 def _pairs_per_node(pattern: P.Pattern, data, ptr) -> float:
@@ -87,7 +89,7 @@ def _tree_run(spec: str, seed: int, cfg: GraphCompareSettings, data: list) -> di
     torch.manual_seed(seed)  # model init; the caller scopes the global generator (compare_graph_patterns forks it)
     classes = 2 ** cfg.depth
     model = GraphTransformer(2 * (classes + 1), cfg.hidden, classes, cfg.layers, cfg.heads, pattern=spec,
-                             max_distance=cfg.max_distance)
+                             max_distance=cfg.max_distance, normalization=cfg.normalization)
     data = [model.transform(d.clone()) for d in data]
     sixth = len(data) // 6
     train, val, test = data[: 4 * sixth], data[4 * sixth: 5 * sixth], data[5 * sixth:]
@@ -108,7 +110,7 @@ def _tree_run(spec: str, seed: int, cfg: GraphCompareSettings, data: list) -> di
 def _social_run(spec: str, seed: int, cfg: GraphCompareSettings, data) -> dict:
     torch.manual_seed(seed)  # as in _tree_run: compare_graph_patterns forks the generator
     model = GraphTransformer(data.num_features, cfg.hidden, int(data.y.max()) + 1, cfg.layers, cfg.heads,
-                             pattern=spec, max_distance=cfg.max_distance)
+                             pattern=spec, max_distance=cfg.max_distance, normalization=cfg.normalization)
     loader = neighbor_loader(data, cfg.num_neighbors, input_nodes=data.train_mask.nonzero().squeeze(1),
                              batch_size=512, transform=model.transform, seed=seed)
     batch = next(iter(loader))

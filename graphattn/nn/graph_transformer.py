@@ -226,10 +226,9 @@ class GraphTransformer(nn.Module):
         max_distance (int, optional): largest shortest-path bucket of its own; the search for
             hop counts goes this deep, so keep it small on large graphs. (default: :obj:`8`)
         attn_kwargs (dict, optional): more arguments of every attention layer (e.g. ``dropout``,
-            ``backend``; ``normalization="sigmoid"`` sums over the keys instead of averaging, so a
-            node can count its neighbours, which softmax cannot; ``project_values=False`` drops the
-            value and output projections, so attention only weighs the propagation, as GAT's one
-            projection does: Cora in docs/real_graphs.md). (default: :obj:`None`)
+            ``backend``; ``project_values=False`` drops the value and output projections, so
+            attention only weighs the propagation, as GAT's one projection does: Cora in
+            docs/real_graphs.md). (default: :obj:`None`)
         edge_attention (bool, optional): whether the edge features bias the attention's scores and
             values; :obj:`None` means yes without ``local_mpnn`` and no with it (GraphGPS), ``True``
             with ``local_mpnn`` gives them to both. (default: :obj:`None`)
@@ -240,6 +239,11 @@ class GraphTransformer(nn.Module):
         jk (str, optional): jumping knowledge over the blocks' outputs, ``"cat"`` or ``"max"``
             (PyG's :class:`~torch_geometric.nn.models.JumpingKnowledge`); :obj:`None` reads the
             last block only. (default: :obj:`None`)
+        normalization (str, optional): ``"sigmoid"``, ``"softmax"`` or ``"relu"`` attention
+            weights. :obj:`None` picks ``"sigmoid"``, whose weights sum over the keys so that a
+            node can count its neighbours (even or better than softmax on the seven sets of docs/real_graphs.md),
+            unless a query reads every node of its graph (a dense pattern, global or virtual
+            nodes), where a sum would grow with the graph: there ``"softmax"``. (default: :obj:`None`)
 
     Shapes:
         - **input:** a ``Data``/``Batch`` with ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`,
@@ -270,6 +274,7 @@ class GraphTransformer(nn.Module):
         edge_attention: Optional[bool] = None,
         max_degree: Optional[int] = None,
         jk: Optional[str] = None,
+        normalization: Optional[str] = None,
     ):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, 1)
@@ -278,6 +283,11 @@ class GraphTransformer(nn.Module):
         self.num_layers = check_int("num_layers", num_layers, 1)
         self.edge_dim = None if edge_dim is None else check_int("edge_dim", edge_dim, 1)
         self.pattern = P.as_pattern(pattern)
+        if "normalization" in (attn_kwargs or {}):
+            raise ValueError("pass the attention's normalization as GraphTransformer(normalization=...)")
+        # has_hub of an unbounded size: whether some query can read every node of a graph of any size
+        self.normalization = normalization or ("softmax" if self.pattern.is_dense or self.pattern.has_hub(1 << 62)
+                                               else "sigmoid")
         if pe is not None:
             check_choice("pe", pe, tuple(PE_ATTRS))
         check_choice("task", task, TASKS)
@@ -308,7 +318,8 @@ class GraphTransformer(nn.Module):
         self.layers = nn.ModuleList(
             GraphTransformerLayer(hidden_channels, num_heads, dropout,
                                   edge_dim=hidden_channels if self.pair_features else None,
-                                  num_buckets=self.max_distance + 2 + (self.num_virtual > 0), attn_kwargs=attn_kwargs,
+                                  num_buckets=self.max_distance + 2 + (self.num_virtual > 0),
+                                  attn_kwargs={**(attn_kwargs or {}), "normalization": self.normalization},
                                   local=self._local_layer() if local_mpnn else None)
             for _ in range(num_layers)
         )

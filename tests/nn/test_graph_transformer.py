@@ -328,16 +328,18 @@ def test_pool_and_task_options(graphs):
             GraphTransformer(IN, 16, 3, 2, 4, **bad)
 
 
-def test_attention_weights_per_layer(graphs):
+@pytest.mark.parametrize("normalization", ["softmax", "sigmoid"])
+def test_attention_weights_per_layer(graphs, normalization):
     batch = Batch.from_data_list(graphs)
-    m = model("khop:2")
+    m = model("khop:2", normalization=normalization)
     out, weights = m(batch, return_attention_weights=True)
     torch.testing.assert_close(out, m(batch))
     assert len(weights) == 2
     for pairs, alpha in weights:
-        assert alpha.shape == (pairs.size(1), 4)
+        assert alpha.shape == (pairs.size(1), 4) and bool(((alpha > 0) & (alpha <= 1)).all())
         sums = torch.zeros(batch.num_nodes, 4).index_add_(0, pairs[1], alpha)
-        torch.testing.assert_close(sums, torch.ones_like(sums))
+        if normalization == "softmax":  # sigmoid's weights sum to anything up to the in-degree
+            torch.testing.assert_close(sums, torch.ones_like(sums))
 
 
 # --------------------------------------------------------------------------- positional encodings
@@ -448,9 +450,14 @@ def test_dropout_max_distance_and_attn_kwargs_options(graphs):
     torch.testing.assert_close(m(batch), m(batch))  # ...and not in eval
     short = model("dense", max_distance=2)
     assert short.layers[0].spd_bias.num_embeddings == 4  # self, 1, 2 (clipped), unreachable
-    sigmoid = model("graph", attn_kwargs={"normalization": "sigmoid"})
+    sigmoid = model("graph", normalization="sigmoid")
     assert all(layer.attn.normalization == "sigmoid" for layer in sigmoid.layers)
-    assert not torch.allclose(sigmoid(batch), model("graph")(batch))
+    assert not torch.allclose(sigmoid(batch), model("graph", normalization="softmax")(batch))
+    with pytest.raises(ValueError, match="normalization"):
+        model("graph", attn_kwargs={"normalization": "relu"})
+    with pytest.raises(ValueError, match="normalization"):
+        model("graph", normalization="tanh")
+
 
 
 @pytest.mark.parametrize("kwargs", [{"pattern": "gps"}, {"pattern": "dense", "edge_dim": None}])

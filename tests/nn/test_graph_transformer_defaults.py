@@ -1,4 +1,4 @@
-"""GraphTransformer's defaults (num_layers, num_heads) and the edge_attention option of GPS."""
+"""GraphTransformer's defaults (num_layers, num_heads, normalization) and the edge_attention option of GPS."""
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
@@ -9,7 +9,17 @@ from graphattn.nn import GraphTransformer
 def test_defaults_need_only_the_data_sizes():
     model = GraphTransformer(7, 64, 2)
     assert model.num_layers == len(model.layers) == 4 and model.layers[0].attn.num_heads == 4
-    assert model.task == "node" and str(model.pattern) == "graph"
+    assert model.task == "node" and str(model.pattern) == "graph" and model.normalization == "sigmoid"
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    ("graph", "sigmoid"), ("graph:0", "sigmoid"), ("khop:2", "sigmoid"), ("graph|expander:4:0", "sigmoid"),
+    ("dense", "softmax"), ("gps", "softmax"), ("graph|virtual:1", "softmax"), ("graph|global:0", "softmax")])
+def test_default_normalization_sums_only_where_no_query_reads_the_whole_graph(pattern, expected):
+    kwargs = dict(pattern="dense", local_mpnn=True) if pattern == "gps" else dict(pattern=pattern)
+    m = GraphTransformer(5, 16, 1, 2, 2, **kwargs)
+    assert m.normalization == expected and all(layer.attn.normalization == expected for layer in m.layers)
+    assert GraphTransformer(5, 16, 1, 2, 2, **kwargs, normalization="relu").layers[1].attn.normalization == "relu"
 
 
 def molecules(seed=0):
