@@ -59,6 +59,8 @@ GRAPHATTN_OPTIONS = {
     # no W_v, W_o: attention only weighs the propagation (GAT's one projection); Cora's probes
     "graphattn-unprojected": {"attn_kwargs": {"project_values": False}},
     "graphattn-jk": {"jk": "cat"},
+    "graphattn-rwpe": {"pe": "random_walk"},
+    "graphattn-lappe": {"pe": "laplacian"},
     # minesweeper's best combination in the probes (docs/real_graphs.md), the same on every node set
     "graphattn-heterophily": {"num_layers": 8, "dropout": 0.2, "max_degree": 16},
     "graphattn-exphormer": {"pattern": "graph|expander:4:0|virtual:1"},  # softmax: the virtual node reads all
