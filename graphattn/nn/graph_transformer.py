@@ -241,9 +241,10 @@ class GraphTransformer(nn.Module):
             last block only. (default: :obj:`None`)
         normalization (str, optional): ``"sigmoid"``, ``"softmax"`` or ``"relu"`` attention
             weights. :obj:`None` picks ``"sigmoid"``, whose weights sum over the keys so that a
-            node can count its neighbours (even or better than softmax on the seven sets of docs/real_graphs.md),
-            unless a query reads every node of its graph (a dense pattern, global or virtual
-            nodes), where a sum would grow with the graph: there ``"softmax"``. (default: :obj:`None`)
+            node can count its neighbours (even with or better than softmax on the seven sets of
+            docs/real_graphs.md), unless a query's keys grow with the graph (``dense``, ``causal``,
+            global or virtual nodes: :meth:`~graphattn.patterns.Pattern.keys_grow_with_size`),
+            where a sum would grow too: there ``"softmax"``. (default: :obj:`None`)
 
     Shapes:
         - **input:** a ``Data``/``Batch`` with ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`,
@@ -285,9 +286,7 @@ class GraphTransformer(nn.Module):
         self.pattern = P.as_pattern(pattern)
         if "normalization" in (attn_kwargs or {}):
             raise ValueError("pass the attention's normalization as GraphTransformer(normalization=...)")
-        # has_hub of an unbounded size: whether some query can read every node of a graph of any size
-        self.normalization = normalization or ("softmax" if self.pattern.is_dense or self.pattern.has_hub(1 << 62)
-                                               else "sigmoid")
+        self.normalization = normalization or ("softmax" if self.pattern.keys_grow_with_size() else "sigmoid")
         if pe is not None:
             check_choice("pe", pe, tuple(PE_ATTRS))
         check_choice("task", task, TASKS)

@@ -96,6 +96,13 @@ class Pattern:
         band = self.as_band()
         return band is not None and band.left is None and band.right is None
 
+    def keys_grow_with_size(self) -> bool:
+        """Whether some query's number of keys grows with its example's size: a band unbounded on
+        one side (``dense``, ``causal``) or a hub (global or virtual nodes), on an example of any
+        size. A sum over the keys (sigmoid attention) would grow with it too."""
+        band = self.as_band()
+        return (band is not None and (band.left is None or band.right is None)) or self.has_hub(1 << 62)
+
     def edge_index(self, ptr: PtrLike, key_ptr: Optional[PtrLike] = None, graph: Optional[Tensor] = None) -> Tensor:
         """Edges of the pattern on the batch ``ptr``.
 
@@ -328,6 +335,9 @@ class Union(Pattern):
     def has_hub(self, n):
         return self.a.has_hub(n) or self.b.has_hub(n)
 
+    def keys_grow_with_size(self):
+        return self.a.keys_grow_with_size() or self.b.keys_grow_with_size()
+
     def __repr__(self):
         return combined_repr(self.a, "|", self.b)
 
@@ -358,6 +368,9 @@ class Intersection(Pattern):
 
     def block_sparsity(self, query, key, block_q, block_k):
         return self.a.block_sparsity(query, key, block_q, block_k) & self.b.block_sparsity(query, key, block_q, block_k)
+
+    def keys_grow_with_size(self):  # bounded where either side is
+        return self.a.keys_grow_with_size() and self.b.keys_grow_with_size()
 
     def __repr__(self):
         return combined_repr(self.a, "&", self.b)

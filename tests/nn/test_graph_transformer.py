@@ -459,7 +459,6 @@ def test_dropout_max_distance_and_attn_kwargs_options(graphs):
         model("graph", normalization="tanh")
 
 
-
 @pytest.mark.parametrize("kwargs", [{"pattern": "gps"}, {"pattern": "dense", "edge_dim": None}])
 def test_dense_pairs_through_the_dense_kernel_equal_the_pairs_path(graphs, kwargs):
     """Dense attention without per-pair features runs on SDPA over padded graphs; outputs,

@@ -14,7 +14,8 @@ def test_defaults_need_only_the_data_sizes():
 
 @pytest.mark.parametrize("pattern, expected", [
     ("graph", "sigmoid"), ("graph:0", "sigmoid"), ("khop:2", "sigmoid"), ("graph|expander:4:0", "sigmoid"),
-    ("dense", "softmax"), ("gps", "softmax"), ("graph|virtual:1", "softmax"), ("graph|global:0", "softmax")])
+    ("dense", "softmax"), ("gps", "softmax"), ("graph|virtual:1", "softmax"), ("graph|global:0", "softmax"),
+    ("graph|dense", "softmax"), ("causal", "softmax"), ("dense&graph", "sigmoid")])
 def test_default_normalization_sums_only_where_no_query_reads_the_whole_graph(pattern, expected):
     kwargs = dict(pattern="dense", local_mpnn=True) if pattern == "gps" else dict(pattern=pattern)
     m = GraphTransformer(5, 16, 1, 2, 2, **kwargs)

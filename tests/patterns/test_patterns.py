@@ -494,3 +494,18 @@ def test_a_custom_pattern_through_the_public_hooks():
     assert stats["max_path_length"] == math.inf  # odd and even positions never mix
     all_pairs = torch.cartesian_prod(torch.arange(int(ptr[-1])), torch.arange(int(ptr[-1]))).t()
     assert torch.equal(pattern.contains(all_pairs, ptr), expected[all_pairs[1], all_pairs[0]])
+
+
+@pytest.mark.parametrize("spec", ["dense", "causal", "window:2", "block:4", "random:3:0", "global:0", "graph", "khop:2",
+                                  "graph|expander:4:0", "graph|dense", "graph|causal", "dense&graph", "graph|global:0"])
+def test_keys_grow_with_size_agrees_with_the_pattern_s_own_pairs(spec):
+    """The most keys of a query, counted on the pattern's edges of a path of 16 and of 64 nodes,
+    grow with the length exactly where the pattern says so."""
+    pattern = P.parse(spec)
+
+    def most_keys(n):
+        path = torch.stack([torch.arange(n - 1), torch.arange(1, n)])
+        edges = pattern.edge_index(torch.tensor([0, n]), graph=torch.cat([path, path.flip(0)], 1))
+        return int(torch.bincount(edges[1], minlength=n).max())
+
+    assert pattern.keys_grow_with_size() == (most_keys(64) > most_keys(16))
