@@ -64,6 +64,7 @@ GRAPHATTN_OPTIONS = {
     # minesweeper's best combination in the probes (docs/real_graphs.md), the same on every node set
     "graphattn-heterophily": {"num_layers": 8, "dropout": 0.2, "max_degree": 16},
     "graphattn-exphormer": {"pattern": "graph|expander:4:0|virtual:1"},  # softmax: the virtual node reads all
+    "graphattn-add-pool": {"pool": "add"},  # molecules: a sum over atoms, as examples/molecules.py reads FreeSolv
     "graphattn-softmax-sep": {**SOFTMAX, "pattern": "graph:0"},
     "graphattn-softmax-degree": {**SOFTMAX, "max_degree": 16},
     "graphattn-softmax-jk": {**SOFTMAX, "jk": "cat"},
@@ -90,7 +91,8 @@ PROTOCOLS = {
     "cora": {"steps": 200, "seeds": 5},
     # 30 epochs: PyG's AttentiveFP reaches its published Lipophilicity RMSE (0.733 against 0.73,
     # seed 0) where 10 epochs left it at 0.85, a harness shortfall rather than the model's.
-    "molecules": {"width": 64, "layers": 3, "epochs": 30, "lr": 1e-3, "seeds": 2},
+    # 5 seeds: on 2, seeds 0-1 had favoured some rows by up to 0.05 (the scaffold test sets are small).
+    "molecules": {"width": 64, "layers": 3, "epochs": 30, "lr": 1e-3, "seeds": 5},
 }
 # Full batch, PyG's examples' learning rate and dropout; Polynormer local for the first half (GlobalBaseline.epoch_hook).
 SOCIAL = {"steps": 400, "lr": 1e-3, "dropout": 0.5, "seeds": 2}
