@@ -34,6 +34,15 @@ def test_every_option_row_builds_the_model_it_names(bench):
             assert model.num_layers == kwargs["num_layers"]
 
 
+def test_quick_runs_the_baselines_and_the_defaults_and_models_adds_rows(bench):
+    assert bench.rows_to_run("cora") == bench.MODELS["cora"]
+    assert bench.rows_to_run("BACE", quick=True) == ("gcn", "gat", "attentivefp", "graphattn")
+    assert bench.rows_to_run("social", quick=True) == bench.MODELS["social"]  # baselines only: all kept
+    assert bench.rows_to_run("cora", ("graphattn-softmax", "graphattn-jk"), quick=True) == (
+        "gcn", "gat", "graphattn", "graphattn-softmax", "graphattn-jk")
+    assert bench.rows_to_run("cora", ("graphattn-softmax",)) == bench.MODELS["cora"]  # no row twice
+
+
 def test_render_rewrites_the_tables_between_the_markers(tmp_path):
     results = tmp_path / "rows.json"
     run = {"test": 0.5, "val": 0.5, "step": 3, "step_seconds": 0.1, "params": 10}
