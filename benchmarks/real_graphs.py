@@ -14,6 +14,8 @@ The protocols (``PROTOCOLS``) are shorter than the published ones, which 2 share
 cannot run in time; docs/real_graphs.md states every difference. ``--quick`` runs the baselines
 and the defaults on minesweeper, Cora and BACE with fewer splits, seeds and steps and says so in
 its output; ``--render`` rewrites the doc's tables from the kept rows without training.
+``--epochs N`` trains the molecule rows for another budget; their rows then go to a ``--results``
+file of their own (the budget is stored with each row, and ``--resume`` refuses to mix budgets).
 """
 from __future__ import annotations
 
@@ -206,7 +208,7 @@ def molecule_model(conv: str, proto: dict):
                             edge_attention=conv == "graphattn-gps-edges")
 
 
-def run_molecules(name: str, conv: str, data_dir, quick: bool) -> list[dict]:
+def run_molecules(name: str, conv: str, data_dir, quick: bool, epochs: int | None = None) -> list[dict]:
     dataset = public_data.moleculenet(name, data_dir)
     parts = public_data.scaffold_split([d.smiles for d in dataset])
     proto = PROTOCOLS["molecules"]
@@ -219,23 +221,33 @@ def run_molecules(name: str, conv: str, data_dir, quick: bool) -> list[dict]:
         if transform is not None:
             graphs = [transform(g) for g in graphs]
         train, val, test = ([graphs[i] for i in p] for p in parts)
-        epochs = QUICK["epochs"] if quick else proto["epochs"]
+        epochs = epochs or (QUICK["epochs"] if quick else proto["epochs"])
         result = fit(model, train, val, test, molecule_task(name), epochs=epochs, lr=proto["lr"], seed=seed)
         result["step_seconds"] = result["seconds"] / epochs  # an epoch, with its evaluation
         results.append(result)
     return results
 
 
-def run_one(name: str, conv: str, data_dir, quick: bool) -> dict:
-    """One row in this process: per split or seed results and the peak resident memory."""
+def run_one(name: str, conv: str, data_dir, quick: bool, epochs: int | None = None) -> dict:
+    """One row in this process: per split or seed results and the peak resident memory (and a
+    molecule row's epoch budget, so that rows of different budgets are never mixed)."""
     torch.set_num_threads(1)
     start = time.perf_counter()
+    extra = {}
     if name == "social":
         runs = run_social(conv, quick)
+    elif name in MOLECULE_SETS:
+        extra["epochs"] = epochs or (QUICK["epochs"] if quick else PROTOCOLS["molecules"]["epochs"])
+        runs = run_molecules(name, conv, data_dir, quick, extra["epochs"])
     else:
-        runs = (run_molecules if name in MOLECULE_SETS else run_node)(name, conv, data_dir, quick)
+        runs = run_node(name, conv, data_dir, quick)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return {"runs": runs, "peak_mib": peak_mib, "wall": time.perf_counter() - start}
+    return {"runs": runs, "peak_mib": peak_mib, "wall": time.perf_counter() - start, **extra}
+
+
+def epochs_of(name: str, row: dict) -> int | None:
+    """A molecule row's epoch budget (rows kept before it was stored ran the protocol's 30)."""
+    return row.get("epochs", PROTOCOLS["molecules"]["epochs"]) if name in MOLECULE_SETS else None
 
 
 def runs_of(name: str, row: dict) -> list[dict]:
@@ -265,7 +277,9 @@ LABELS = {"gcn": "GCN", "sage": "SAGE", "gat": "GAT", "gat-sep": "GAT-sep", "gt-
 
 def table(name: str, rows: dict) -> list[str]:
     digits = 3 if name in MOLECULE_SETS else 2
-    lines = [f"### {name} ({UNITS[name]})", "",
+    budgets = sorted({epochs_of(name, row) for row in rows.values()} - {None, PROTOCOLS["molecules"]["epochs"]})
+    budget = "".join(f", {b} epochs" for b in budgets)
+    lines = [f"### {name} ({UNITS[name]}{budget})", "",
              "| model | published | this run: mean ± std | n | epoch/step time (s) | peak RSS (MiB) | params |",
              "|---|---|---|---|---|---|---|"]
     for conv, row in rows.items():
@@ -325,11 +339,16 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="only rewrite the tables from --results (trains nothing)")
     parser.add_argument("--plot", default=None, help="PNG of every row (default: docs/real_graphs.png beside the "
                         "default --out; with --out: none unless named)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"molecule epochs (default: {PROTOCOLS['molecules']['epochs']}); needs --results, "
+                        "since the doc's rows are the default budget's")
     parser.add_argument("--one", nargs=2, metavar=("SET", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.epochs is not None and (args.epochs < 1 or not (args.results or args.one)):
+        parser.error("--epochs must be a positive number of epochs, with its own --results file")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.one:
-        print(json.dumps(run_one(*args.one, args.data, args.quick)))
+        print(json.dumps(run_one(*args.one, args.data, args.quick, args.epochs)))
         return
     sets = [] if args.render else args.sets or (QUICK["sets"] if args.quick else NODE_SETS + MOLECULE_SETS)
     if args.models and "social" in sets:
@@ -341,8 +360,13 @@ def main() -> None:
         rows = done_rows.setdefault(name, {})
         for conv in rows_to_run(name, tuple(args.models), args.quick):
             if conv in rows:
+                wanted = args.epochs or (QUICK["epochs"] if args.quick else PROTOCOLS["molecules"]["epochs"])
+                if name in MOLECULE_SETS and epochs_of(name, rows[conv]) != wanted:
+                    raise SystemExit(f"{store} holds {name} {conv} at {epochs_of(name, rows[conv])} epochs, not "
+                                     f"{wanted}: name another --results for another budget")
                 continue
             cmd = [sys.executable, __file__, "--one", name, conv] + (["--data", args.data] if args.data else [])
+            cmd += ["--epochs", str(args.epochs)] if args.epochs else []
             done = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"{name} {conv} failed:\n{done.stderr[-3000:]}")

@@ -60,6 +60,22 @@ def test_render_rewrites_the_tables_between_the_markers(tmp_path):
     assert '| graphattn, `jk="cat"` |  | 50.00 ± 0.00 | 1 |' in text
 
 
+def test_another_epoch_budget_keeps_its_own_rows_and_says_so(tmp_path, bench):
+    run = {"test": 0.5, "val": 0.5, "epoch": 3, "step_seconds": 0.1, "params": 10}
+    needs_results = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "60", "--sets", "BACE"],
+                                   capture_output=True, text=True)
+    assert needs_results.returncode == 2 and "--results" in needs_results.stderr
+    # a row kept before budgets were stored ran the protocol's 30 epochs: resuming at 60 refuses, trains nothing
+    results = tmp_path / "rows.json"
+    results.write_text(json.dumps({"BACE": {"gcn": {"runs": [run], "peak_mib": 1, "wall": 1.0}}}))
+    mixed = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "60", "--sets", "BACE", "--resume",
+                            "--results", str(results), "--data", str(tmp_path / "absent")], capture_output=True, text=True)
+    assert mixed.returncode == 1 and "BACE gcn at 30 epochs, not 60" in mixed.stderr
+    rows = {"gcn": {"runs": [run], "peak_mib": 1, "wall": 1.0, "epochs": 60}}
+    assert bench.table("BACE", rows)[0] == "### BACE (ROC-AUC, 60 epochs)"
+    assert bench.table("BACE", {"gcn": {**rows["gcn"], "epochs": 30}})[0] == "### BACE (ROC-AUC)"
+
+
 def test_cora_attention_variants_are_what_they_claim():
     # benchmarks/cora_attention.py: "uniform" keeps W_q, W_k at zero through training, so every
     # neighbour (self loop included) weighs 1 / in-degree; "unprojected" has no W_v, W_o.
