@@ -101,9 +101,13 @@ SOCIAL = {"steps": 400, "lr": 1e-3, "dropout": 0.5, "seeds": 2}
 QUICK = {"sets": ("minesweeper", "cora", "BACE"), "splits": 2, "seeds": 2, "steps": 60, "epochs": 4}
 
 
-def rows_to_run(name: str, models: tuple = (), quick: bool = False) -> tuple:
+def rows_to_run(name: str, models: tuple = (), quick: bool = False, only: tuple = ()) -> tuple:
     """A set's rows: its usual ones and the option rows named in ``models``. ``quick`` keeps the
-    baselines and graphattn's defaults only (7.3 minutes here, where every row took 12.6)."""
+    baselines and graphattn's defaults only (7.3 minutes here, where every row took 12.6);
+    ``only`` names exactly the rows to run, those of the set's kind (a node set has no AttentiveFP)."""
+    if only:
+        kind = MODELS[name] + tuple(GRAPHATTN_OPTIONS)
+        return tuple(c for c in dict.fromkeys(only) if c in kind) if name != "social" else ()
     usual = MODELS[name]
     if quick:
         usual = tuple(c for c in usual if c == "graphattn" or not c.startswith("graphattn"))
@@ -336,6 +340,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=None, help="data sets to run (default: all seven)")
     parser.add_argument("--models", nargs="*", default=(), choices=tuple(GRAPHATTN_OPTIONS),
                         help="GraphTransformer option rows to run beside a set's usual rows")
+    parser.add_argument("--rows", nargs="*", default=(), choices=tuple(dict.fromkeys(sum(MODELS.values(), ())
+                                                                                       + tuple(GRAPHATTN_OPTIONS))), help="exactly these rows of each set (default: its usual rows)")
     parser.add_argument("--render", action="store_true", help="only rewrite the tables from --results (trains nothing)")
     parser.add_argument("--plot", default=None, help="PNG of every row (default: docs/real_graphs.png beside the "
                         "default --out; with --out: none unless named)")
@@ -358,7 +364,7 @@ def main() -> None:
     lines = []
     for name in sets:
         rows = done_rows.setdefault(name, {})
-        for conv in rows_to_run(name, tuple(args.models), args.quick):
+        for conv in rows_to_run(name, tuple(args.models), args.quick, tuple(args.rows)):
             if conv in rows:
                 wanted = args.epochs or (QUICK["epochs"] if args.quick else PROTOCOLS["molecules"]["epochs"])
                 if name in MOLECULE_SETS and epochs_of(name, rows[conv]) != wanted:

@@ -41,6 +41,10 @@ def test_quick_runs_the_baselines_and_the_defaults_and_models_adds_rows(bench):
     assert bench.rows_to_run("cora", ("graphattn-softmax", "graphattn-jk"), quick=True) == (
         "gcn", "gat", "graphattn", "graphattn-softmax", "graphattn-jk")
     assert bench.rows_to_run("cora", ("graphattn-softmax",)) == bench.MODELS["cora"]  # no row twice
+    # --rows: exactly those, in order, once, and only the ones a set of that kind has
+    only = ("graphattn-rwpe", "attentivefp", "gcn", "gcn")
+    assert bench.rows_to_run("Lipo", only=only) == ("graphattn-rwpe", "attentivefp", "gcn")
+    assert bench.rows_to_run("cora", only=only) == ("graphattn-rwpe", "gcn")
 
 
 def test_render_rewrites_the_tables_between_the_markers(tmp_path):
