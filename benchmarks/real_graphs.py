@@ -212,7 +212,12 @@ def molecule_model(conv: str, proto: dict):
                             edge_attention=conv == "graphattn-gps-edges")
 
 
-def run_molecules(name: str, conv: str, data_dir, quick: bool, epochs: int | None = None) -> list[dict]:
+def molecule_epochs(quick: bool, epochs: int | None = None) -> int:
+    """The molecule rows' budget: ``--epochs``, else ``--quick``'s, else the protocol's."""
+    return epochs or (QUICK["epochs"] if quick else PROTOCOLS["molecules"]["epochs"])
+
+
+def run_molecules(name: str, conv: str, data_dir, quick: bool, epochs: int) -> list[dict]:
     dataset = public_data.moleculenet(name, data_dir)
     parts = public_data.scaffold_split([d.smiles for d in dataset])
     proto = PROTOCOLS["molecules"]
@@ -225,7 +230,6 @@ def run_molecules(name: str, conv: str, data_dir, quick: bool, epochs: int | Non
         if transform is not None:
             graphs = [transform(g) for g in graphs]
         train, val, test = ([graphs[i] for i in p] for p in parts)
-        epochs = epochs or (QUICK["epochs"] if quick else proto["epochs"])
         result = fit(model, train, val, test, molecule_task(name), epochs=epochs, lr=proto["lr"], seed=seed)
         result["step_seconds"] = result["seconds"] / epochs  # an epoch, with its evaluation
         results.append(result)
@@ -241,7 +245,7 @@ def run_one(name: str, conv: str, data_dir, quick: bool, epochs: int | None = No
     if name == "social":
         runs = run_social(conv, quick)
     elif name in MOLECULE_SETS:
-        extra["epochs"] = epochs or (QUICK["epochs"] if quick else PROTOCOLS["molecules"]["epochs"])
+        extra["epochs"] = molecule_epochs(quick, epochs)
         runs = run_molecules(name, conv, data_dir, quick, extra["epochs"])
     else:
         runs = run_node(name, conv, data_dir, quick)
@@ -340,8 +344,9 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=None, help="data sets to run (default: all seven)")
     parser.add_argument("--models", nargs="*", default=(), choices=tuple(GRAPHATTN_OPTIONS),
                         help="GraphTransformer option rows to run beside a set's usual rows")
-    parser.add_argument("--rows", nargs="*", default=(), choices=tuple(dict.fromkeys(sum(MODELS.values(), ())
-                                                                                       + tuple(GRAPHATTN_OPTIONS))), help="exactly these rows of each set (default: its usual rows)")
+    every_row = tuple(dict.fromkeys(sum(MODELS.values(), ()) + tuple(GRAPHATTN_OPTIONS)))
+    parser.add_argument("--rows", nargs="*", default=(), choices=every_row,
+                        help="exactly these rows of each set that has them (default: its usual rows; not with --models)")
     parser.add_argument("--render", action="store_true", help="only rewrite the tables from --results (trains nothing)")
     parser.add_argument("--plot", default=None, help="PNG of every row (default: docs/real_graphs.png beside the "
                         "default --out; with --out: none unless named)")
@@ -352,6 +357,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.epochs is not None and (args.epochs < 1 or not (args.results or args.one)):
         parser.error("--epochs must be a positive number of epochs, with its own --results file")
+    if args.rows and args.models:
+        parser.error("--rows names every row to run; --models adds rows to the usual ones: give one of them")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.one:
         print(json.dumps(run_one(*args.one, args.data, args.quick, args.epochs)))
@@ -359,14 +366,19 @@ def main() -> None:
     sets = [] if args.render else args.sets or (QUICK["sets"] if args.quick else NODE_SETS + MOLECULE_SETS)
     if args.models and "social" in sets:
         logging.warning("--models adds no rows to social (its rows are the full-batch baselines only)")
+    if args.epochs and not set(sets) & set(MOLECULE_SETS):
+        logging.warning("--epochs sets the molecule sets' budget, and none of %s is one", ", ".join(sets))
     store = Path(args.results) if args.results else None if args.quick else ROOT / "docs" / "real_graphs.json"
     done_rows = json.loads(store.read_text()) if (args.resume or args.render) and store is not None and store.is_file() else {}
     lines = []
     for name in sets:
         rows = done_rows.setdefault(name, {})
-        for conv in rows_to_run(name, tuple(args.models), args.quick, tuple(args.rows)):
+        convs = rows_to_run(name, tuple(args.models), args.quick, tuple(args.rows))
+        if set(args.rows) - set(convs):
+            logging.warning("%s has no rows %s: skipped", name, ", ".join(sorted(set(args.rows) - set(convs))))
+        for conv in convs:
             if conv in rows:
-                wanted = args.epochs or (QUICK["epochs"] if args.quick else PROTOCOLS["molecules"]["epochs"])
+                wanted = molecule_epochs(args.quick, args.epochs)
                 if name in MOLECULE_SETS and epochs_of(name, rows[conv]) != wanted:
                     raise SystemExit(f"{store} holds {name} {conv} at {epochs_of(name, rows[conv])} epochs, not "
                                      f"{wanted}: name another --results for another budget")

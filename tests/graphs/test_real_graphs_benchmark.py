@@ -75,6 +75,15 @@ def test_another_epoch_budget_keeps_its_own_rows_and_says_so(tmp_path, bench):
     mixed = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "60", "--sets", "BACE", "--resume",
                             "--results", str(results), "--data", str(tmp_path / "absent")], capture_output=True, text=True)
     assert mixed.returncode == 1 and "BACE gcn at 30 epochs, not 60" in mixed.stderr
+    both = subprocess.run([sys.executable, str(SCRIPT), "--rows", "gcn", "--models", "graphattn-jk"],
+                          capture_output=True, text=True)
+    assert both.returncode == 2 and "--rows" in both.stderr
+    # flags a set cannot use are named, not silently ignored (--render: nothing trains)
+    ignored = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "60", "--sets", "cora", "--rows", "attentivefp",
+                              "--resume", "--results", str(tmp_path / "none.json"), "--out", str(tmp_path / "t.md")],
+                             capture_output=True, text=True)
+    assert ignored.returncode == 0, ignored.stderr
+    assert "--epochs sets the molecule sets' budget" in ignored.stderr and "cora has no rows attentivefp" in ignored.stderr
     rows = {"gcn": {"runs": [run], "peak_mib": 1, "wall": 1.0, "epochs": 60}}
     assert bench.table("BACE", rows)[0] == "### BACE (ROC-AUC, 60 epochs)"
     assert bench.table("BACE", {"gcn": {**rows["gcn"], "epochs": 30}})[0] == "### BACE (ROC-AUC)"
