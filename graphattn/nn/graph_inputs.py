@@ -5,17 +5,18 @@ form, and the order of the attention pairs that PyG's explainers expect (the gra
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.data.data import BaseData
 
-from graphattn.transforms import PE_ATTRS
+from graphattn.transforms import PE_ATTRS, positional_encoding_transform
 from graphattn.utils.checks import check_dtype, check_edge_index
 
-__all__ = ["GraphState", "positional_features", "as_graph_data", "edges_first", "check_graph_data"]
+__all__ = ["GraphState", "positional_features", "positional_encoding_of_batch", "as_graph_data", "edges_first",
+           "check_graph_data"]
 
 
 class GraphState(NamedTuple):
@@ -35,21 +36,46 @@ class GraphState(NamedTuple):
     outputs: tuple = ()  # [N, C] real nodes' state after each block so far, kept for jumping knowledge (jk)
 
 
-def positional_features(data, pe: str, pe_dim: int, batch: Tensor, num_graphs: int, flip_signs: bool) -> Tensor:
+def positional_features(data, pe: str, pe_dim: int, batch: Tensor, num_graphs: int, flip_signs: bool,
+                        on_missing: Optional[Callable[[], None]] = None) -> Tensor:
     r"""The positional encoding a model reads from ``data`` (:data:`~graphattn.transforms.PE_ATTRS`),
     checked, :math:`(N, \text{pe\_dim})`; Laplacian eigenvectors are defined up to sign, so with
-    ``flip_signs`` (in training) each one is flipped at random, per graph."""
+    ``flip_signs`` (in training) each one is flipped at random, per graph. Where ``data`` lacks it,
+    ``on_missing`` is called (a model's warning) and it is computed now
+    (:func:`positional_encoding_of_batch`); without ``on_missing`` that is a ``ValueError``."""
     attr = PE_ATTRS[pe]
     value = getattr(data, attr, None)
-    if value is None:
+    if value is None and on_missing is None:
         raise ValueError(f"pe={pe!r} reads data.{attr} [N, {pe_dim}]: add it with "
                          f"graphattn.transforms.positional_encoding_transform({pe!r}, {pe_dim})")
+    if value is None:
+        on_missing()
+        value = positional_encoding_of_batch(data, pe, pe_dim, batch, num_graphs)
     if not isinstance(value, Tensor) or value.dim() != 2 or value.size(1) != pe_dim:
         raise ValueError(f"data.{attr} must have shape [N, pe_dim={pe_dim}], got {tuple(getattr(value, 'shape', ()))}")
     if pe == "laplacian" and flip_signs:
         sign = torch.randint(0, 2, (num_graphs, pe_dim), device=value.device) * 2 - 1
         value = value * sign[batch]
     return value
+
+
+def positional_encoding_of_batch(data, pe: str, pe_dim: int, batch: Tensor, num_graphs: int) -> Tensor:
+    r"""The ``pe`` encoding of every graph of ``data`` (a ``Data`` or ``Batch``), computed now by the
+    transform of :func:`~graphattn.transforms.positional_encoding_transform`, :math:`(N, \text{pe\_dim})`,
+    the same numbers as that transform applied to each graph before batching. A random walk never
+    leaves its graph, so one pass over the batch's block-diagonal walk matrix gives every graph's
+    return probabilities; Laplacian eigenvectors are per graph, so each graph gets its own solve."""
+    transform = positional_encoding_transform(pe, pe_dim)
+    attr, num_nodes = PE_ATTRS[pe], data.x.size(0)
+    edge_index, batch = data.edge_index.cpu(), batch.cpu()  # the transforms run in numpy/scipy
+    if pe == "random_walk" or num_graphs == 1:
+        value = transform(Data(edge_index=edge_index, num_nodes=num_nodes))[attr]
+    else:
+        ptr = torch.cat([batch.new_zeros(1), torch.bincount(batch, minlength=num_graphs).cumsum(0)])
+        edge_graph = batch[edge_index[0]]
+        value = torch.cat([transform(Data(edge_index=edge_index[:, edge_graph == g] - ptr[g],
+                                          num_nodes=int(ptr[g + 1] - ptr[g])))[attr] for g in range(num_graphs)])
+    return value.to(data.x.device)
 
 
 def as_graph_data(data, edge_index: Optional[Tensor] = None, edge_attr: Optional[Tensor] = None,

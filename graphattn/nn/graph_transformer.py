@@ -169,13 +169,12 @@ class GraphTransformer(nn.Module):
     state (a learned vector at the input) goes through every block like a node's and is dropped
     before the head.
 
-    ``model.transform`` is the PyG transform that computes, once per graph, what the pattern
-    needs (:class:`~graphattn.transforms.GraphStructure`, after the positional encoding's
-    transform when ``pe`` is set): apply it to the data set before training
-    (``[model.transform(d) for d in data]``, or as a dataset's ``pre_transform``, or as the
-    ``transform`` of a ``NeighborLoader``); ``model.structure`` is its pattern part alone, for
-    data that has its positional encoding already. A batch without those fields is computed in
-    ``forward`` with a one-time warning.
+    ``model.transform`` is the PyG transform that computes, once per graph, what the model reads:
+    the positional encoding (when ``pe`` is set, as by default for graph tasks), then what the
+    pattern needs (:class:`~graphattn.transforms.GraphStructure`, alone as ``model.structure``).
+    Apply it to the data set before training (``[model.transform(d) for d in data]``, a dataset's
+    ``pre_transform``, a ``NeighborLoader``'s ``transform``); a batch without those fields gets
+    them computed in ``forward``, with a one-time warning.
     ``local_mpnn=True`` adds GraphGPS's local message passing (GINE on the edges, GIN without
     edge features) beside the attention of every block: ``pattern="dense", local_mpnn=True`` is
     GraphGPS. The edge features then go to the local layer only, and the attention reads no edge
@@ -215,8 +214,9 @@ class GraphTransformer(nn.Module):
         edge_dim (int, optional): size of ``data.edge_attr`` (float). (default: :obj:`None`)
         pattern (str or Pattern, optional): the attention pattern. (default: :obj:`"graph"`)
         local_mpnn (bool, optional): GraphGPS's local GINE/GIN layer in every block. (default: :obj:`False`)
-        pe (str, optional): ``"laplacian"``, ``"random_walk"`` or :obj:`None`; the model reads
-            the attribute that the PyG transform adds (see :data:`~graphattn.transforms.PE_ATTRS`). (default: :obj:`None`)
+        pe (str, optional): ``"laplacian"``, ``"random_walk"``, :obj:`None` or ``"auto"``: random walks
+            for graph tasks (better on two of three MoleculeNet sets, docs/real_graphs.md), none for node
+            tasks (they cost Cora 5.8 points, and scale worst to large graphs). (default: :obj:`"auto"`)
         pe_dim (int, optional): columns of the positional encoding. (default: :obj:`16`)
         dropout (float, optional): dropout of the residual branches and the head. (default: :obj:`0.0`)
         task (str, optional): ``"node"`` or ``"graph"``. (default: :obj:`"node"`)
@@ -263,7 +263,7 @@ class GraphTransformer(nn.Module):
         num_heads: int = 4,
         edge_dim: Optional[int] = None,
         pattern: Union[str, P.Pattern] = "graph",
-        pe: Optional[str] = None,
+        pe: Optional[str] = "auto",
         pe_dim: int = 16,
         dropout: float = 0.0,
         task: str = "node",
@@ -287,9 +287,10 @@ class GraphTransformer(nn.Module):
         if "normalization" in (attn_kwargs or {}):
             raise ValueError("pass the attention's normalization as GraphTransformer(normalization=...)")
         self.normalization = normalization or ("softmax" if self.pattern.keys_grow_with_size() else "sigmoid")
-        if pe is not None:
-            check_choice("pe", pe, tuple(PE_ATTRS))
         check_choice("task", task, TASKS)
+        pe = ("random_walk" if task == "graph" else None) if pe == "auto" else pe
+        if pe is not None:
+            check_choice("pe", pe, ("auto", *PE_ATTRS))
         check_choice("pool", pool, tuple(POOLS))
         self.pe, self.pe_dim = pe, check_int("pe_dim", pe_dim, 1)
         self.dropout, self.task, self.pool = float(dropout), task, pool
@@ -308,7 +309,7 @@ class GraphTransformer(nn.Module):
         # Dense pairs without per-pair features are what SDPA computes on padded graphs, faster
         # than gathering [pairs, heads, channels] messages (the pairs stay the same, in the same order).
         self.dense_kernel = self.pattern == DENSE and not self.pair_features
-        self._warned = False
+        self._warned = set()  # what forward has computed for lack of model.transform, warned once each
 
         self.node_encoder = nn.Linear(in_channels, hidden_channels)
         self.pe_encoder = nn.Linear(pe_dim, hidden_channels) if pe is not None else None
@@ -368,11 +369,7 @@ class GraphTransformer(nn.Module):
         """The structure fields of ``data``, computed here (with a one-time warning) if missing."""
         spec = getattr(data, "pair_spec", None)
         if spec is None:
-            if not self._warned:
-                log.warning("%s: the data has no precomputed attention pairs, so they are computed in every "
-                            "forward; apply model.transform to the data set once (see GraphTransformer)",
-                            type(self).__name__)
-                self._warned = True
+            self._warn_once("attention pairs")
             return self.structure.structure(data)
         specs = {spec} if isinstance(spec, str) else set(spec)
         if specs != {self.structure.spec}:
@@ -385,6 +382,12 @@ class GraphTransformer(nn.Module):
         # The edges' order counts where the transform stored pair_edge (columns of edge_index).
         check_fingerprint(getattr(data, "pair_fingerprint", None), data.edge_index, ptr, batch, pair_edge is not None)
         return {"pair_index": data.pair_index, "pair_bucket": data.pair_bucket, "pair_edge": pair_edge}
+
+    def _warn_once(self, what: str) -> None:
+        if what not in self._warned:
+            log.warning("%s: the data has no precomputed %s, so they are computed in every forward; apply "
+                        "model.transform to the data set once (see GraphTransformer)", type(self).__name__, what)
+            self._warned.add(what)
 
     def _pairs(self, data, ptr: Tensor, batch: Tensor, edge_h: Optional[Tensor], explaining: bool = False):
         """``(pairs, pair_attr, buckets)`` on the real nodes, then on the virtual ones too; while
@@ -430,7 +433,8 @@ class GraphTransformer(nn.Module):
         num_graphs, num_nodes = ptr.numel() - 1, data.x.size(0)
         h = self.node_encoder(data.x)
         if self.pe_encoder is not None:
-            pe = positional_features(data, self.pe, self.pe_dim, batch, num_graphs, flip_signs=self.training)
+            pe = positional_features(data, self.pe, self.pe_dim, batch, num_graphs, flip_signs=self.training,
+                                     on_missing=lambda: self._warn_once(f"positional encodings (pe={self.pe!r})"))
             h = h + self.pe_encoder(pe.to(h.dtype))
         if self.degree_encoder is not None:  # the graph's own in-degree, whatever the pattern attends
             deg = degree(data.edge_index[1], num_nodes, dtype=torch.long).clamp_(max=self.max_degree)
@@ -443,8 +447,7 @@ class GraphTransformer(nn.Module):
         if not pairs:
             return state
         explaining = self.explaining
-        pair_index, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h if self.pair_features else None,
-                                                     explaining)
+        pair_index, pair_attr, buckets = self._pairs(data, ptr, batch, edge_h if self.pair_features else None, explaining)
         # Traced code keeps the pairs: the dense kernel would rebuild them from ptr, a data-dependent size.
         dense_ptr = ptr if self.dense_kernel and eager_only() and not explaining else None
         return state._replace(pairs=pair_index, pair_attr=pair_attr, buckets=buckets, dense_ptr=dense_ptr)
@@ -505,15 +508,13 @@ class GraphTransformer(nn.Module):
         encoding, by their ``Data`` names) is what PyG's ``Explainer`` uses. Shapes: see the class."""
         data = as_graph_data(data, edge_index, edge_attr, batch, fields)
         state = self.blocks(self.embed(data), return_attention_weights=return_attention_weights)
-        if return_attention_weights:
-            state, weights = state
-            return self.readout(state), weights
-        return self.readout(state)
+        state, weights = state if return_attention_weights else (state, None)
+        return (self.readout(state), weights) if return_attention_weights else self.readout(state)
 
     def __repr__(self) -> str:
-        local = ", local_mpnn=True" if self.local_mpnn else ""
-        local += f", max_degree={self.max_degree}" if self.max_degree else ""
-        local += f", jk={self.jk.mode!r}" if self.jk is not None else ""
+        options = (("local_mpnn", self.local_mpnn), ("max_degree", self.max_degree),
+                   ("jk", self.jk.mode if self.jk is not None else None), ("pe", self.pe))
+        local = "".join(f", {key}={value!r}" for key, value in options if value)
         return (f"{type(self).__name__}({self.in_channels}, {self.hidden_channels}, {self.out_channels}, "
                 f"num_layers={self.num_layers}, num_heads={self.layers[0].attn.num_heads}, "
                 f"pattern={str(self.pattern)!r}{local}, task={self.task!r})")

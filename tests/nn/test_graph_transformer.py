@@ -1,4 +1,5 @@
 """GraphTransformer: symmetries, batching, edge features, positional encodings, patterns, buckets."""
+import logging
 import math
 
 import networkx as nx
@@ -390,7 +391,7 @@ def test_random_walk_pe_is_return_probabilities():
 
 
 @pytest.mark.parametrize("pe", ["laplacian", "random_walk"])
-def test_model_reads_the_pe_attribute(graphs, pe):
+def test_model_reads_the_pe_attribute(graphs, pe, caplog):
     transform = positional_encoding_transform(pe, 3)
     batch = Batch.from_data_list([transform(g) for g in graphs])
     m = model(pe=pe, pe_dim=3)
@@ -404,8 +405,13 @@ def test_model_reads_the_pe_attribute(graphs, pe):
         torch.manual_seed(0)
         outs = [m(batch) for _ in range(4)]
         assert not all(torch.allclose(outs[0], o) for o in outs[1:])  # training flips signs
-    with pytest.raises(ValueError, match="positional_encoding"):
-        m(Batch.from_data_list(graphs))
+    m.eval()
+    plain = Batch.from_data_list(graphs)
+    with caplog.at_level(logging.WARNING, logger="graphattn"):
+        torch.testing.assert_close(m(plain), out, rtol=1e-5, atol=1e-6)  # computed graph by graph in forward
+        m(plain)
+    assert sum("positional encodings" in r.getMessage() for r in caplog.records) == 1  # warned once
+    assert not hasattr(plain, PE_ATTRS[pe])  # the caller's batch is left as given
 
 
 def test_repr():

@@ -1,4 +1,4 @@
-"""GraphTransformer's defaults (num_layers, num_heads, normalization) and the edge_attention option of GPS."""
+"""GraphTransformer's defaults (num_layers, num_heads, normalization, pe) and the edge_attention option of GPS."""
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
@@ -21,6 +21,22 @@ def test_default_normalization_sums_only_where_no_query_reads_the_whole_graph(pa
     m = GraphTransformer(5, 16, 1, 2, 2, **kwargs)
     assert m.normalization == expected and all(layer.attn.normalization == expected for layer in m.layers)
     assert GraphTransformer(5, 16, 1, 2, 2, **kwargs, normalization="relu").layers[1].attn.normalization == "relu"
+
+
+@pytest.mark.parametrize("task, pe, expected", [
+    ("node", "auto", None), ("graph", "auto", "random_walk"), ("graph", None, None), ("node", "random_walk", "random_walk"),
+    ("graph", "laplacian", "laplacian")])
+def test_default_pe_is_random_walk_for_graph_tasks_only(task, pe, expected):
+    model = GraphTransformer(5, 16, 1, 2, 2, task=task, pe=pe)
+    assert model.pe == expected and (model.pe_encoder is None) == (expected is None)
+    assert GraphTransformer(5, 16, 1, 2, 2, task=task).pe == GraphTransformer(5, 16, 1, 2, 2, task=task, pe="auto").pe
+    data = model.transform(Data(x=torch.randn(4, 5), edge_index=torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])))
+    assert (getattr(data, "random_walk_pe", None) is not None) == (expected == "random_walk")
+
+
+def test_pe_is_checked():
+    with pytest.raises(ValueError, match="pe"):
+        GraphTransformer(5, 16, 1, task="graph", pe="random-walk")
 
 
 def molecules(seed=0):
