@@ -66,13 +66,13 @@ def test_render_rewrites_the_tables_between_the_markers(tmp_path):
 
 def test_another_epoch_budget_keeps_its_own_rows_and_says_so(tmp_path, bench):
     run = {"test": 0.5, "val": 0.5, "epoch": 3, "step_seconds": 0.1, "params": 10}
-    needs_results = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "60", "--sets", "BACE"],
+    needs_results = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "90", "--sets", "BACE"],
                                    capture_output=True, text=True)
     assert needs_results.returncode == 2 and "--results" in needs_results.stderr
-    # a row kept before budgets were stored ran the protocol's 30 epochs: resuming at 60 refuses, trains nothing
+    # a row kept before budgets were stored ran 30 epochs: resuming at the protocol's 60 refuses, trains nothing
     results = tmp_path / "rows.json"
     results.write_text(json.dumps({"BACE": {"gcn": {"runs": [run], "peak_mib": 1, "wall": 1.0}}}))
-    mixed = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "60", "--sets", "BACE", "--resume",
+    mixed = subprocess.run([sys.executable, str(SCRIPT), "--sets", "BACE", "--resume",
                             "--results", str(results), "--data", str(tmp_path / "absent")], capture_output=True, text=True)
     assert mixed.returncode == 1 and "BACE gcn at 30 epochs, not 60" in mixed.stderr
     both = subprocess.run([sys.executable, str(SCRIPT), "--rows", "gcn", "--models", "graphattn-jk"],
@@ -85,8 +85,16 @@ def test_another_epoch_budget_keeps_its_own_rows_and_says_so(tmp_path, bench):
     assert ignored.returncode == 0, ignored.stderr
     assert "--epochs sets the molecule sets' budget" in ignored.stderr and "cora has no rows attentivefp" in ignored.stderr
     rows = {"gcn": {"runs": [run], "peak_mib": 1, "wall": 1.0, "epochs": 60}}
-    assert bench.table("BACE", rows)[0] == "### BACE (ROC-AUC, 60 epochs)"
-    assert bench.table("BACE", {"gcn": {**rows["gcn"], "epochs": 30}})[0] == "### BACE (ROC-AUC)"
+    assert bench.PROTOCOLS["molecules"]["epochs"] == 60 and bench.table("BACE", rows)[0] == "### BACE (ROC-AUC)"
+    assert bench.table("BACE", {"gcn": {**rows["gcn"], "epochs": 30}})[0] == "### BACE (ROC-AUC, 30 epochs)"
+
+
+def test_molecule_rows_are_the_defaults_with_and_without_positional_encodings(bench):
+    proto = bench.PROTOCOLS["molecules"]
+    assert bench.molecule_model("graphattn", proto).pe == "random_walk"  # the graph-task default
+    assert bench.molecule_model("graphattn-nope", proto).pe is None
+    assert bench.LABELS["graphattn-nope"] == "graphattn, `pe=None`"
+    assert {"graphattn", "graphattn-nope"} <= set(bench.MODELS["BACE"])
 
 
 def test_cora_attention_variants_are_what_they_claim():
