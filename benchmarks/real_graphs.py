@@ -62,6 +62,7 @@ GRAPHATTN_OPTIONS = {
     # no W_v, W_o: attention only weighs the propagation (GAT's one projection); Cora's probes
     "graphattn-unprojected": {"attn_kwargs": {"project_values": False}},
     "graphattn-jk": {"jk": "cat"},
+    "graphattn-8layers": {"num_layers": 8},  # depth alone, with sigmoid attention (measured with softmax before)
     "graphattn-rwpe": {"pe": "random_walk"},
     "graphattn-lappe": {"pe": "laplacian"},
     # minesweeper's best combination in the probes (docs/real_graphs.md), the same on every node set
@@ -77,6 +78,8 @@ GRAPHATTN_OPTIONS = {
     "graphattn-softmax-unprojected": {**SOFTMAX, "attn_kwargs": {"project_values": False}},
     "graphattn-softmax-dropout-unprojected": {**SOFTMAX, "dropout": 0.2, "attn_kwargs": {"project_values": False}},
 }
+# GPS (pattern="dense", local_mpnn=True) with the bonds in its local layer only, or in its attention too.
+GPS_ROWS = ("graphattn-gps", "graphattn-gps-edges")
 HETERO_MODELS = ("gcn", "sage", "gat", "graphattn", "graphattn-softmax")
 MODELS = {**{name: HETERO_MODELS for name in NODE_SETS[:3]}, "cora": ("gcn", "gat", "graphattn", "graphattn-softmax"),
           **{name: ("gcn", "gat", "attentivefp", "graphattn", "graphattn-nope") for name in MOLECULE_SETS},
@@ -108,12 +111,17 @@ def rows_to_run(name: str, models: tuple = (), quick: bool = False, only: tuple 
     baselines and graphattn's defaults only (7.3 minutes here, where every row took 12.6);
     ``only`` names exactly the rows to run, those of the set's kind (a node set has no AttentiveFP)."""
     if only:
-        kind = MODELS[name] + tuple(GRAPHATTN_OPTIONS)
+        kind = MODELS[name] + option_rows(name)
         return tuple(c for c in dict.fromkeys(only) if c in kind) if name != "social" else ()
     usual = MODELS[name]
     if quick:
         usual = tuple(c for c in usual if c == "graphattn" or not c.startswith("graphattn"))
-    return usual + (tuple(m for m in models if m not in usual) if name != "social" else ())
+    return usual + (tuple(m for m in models if m not in usual and m in option_rows(name)) if name != "social" else ())
+
+
+def option_rows(name: str) -> tuple:
+    """The rows a set can run beside its usual ones: every GraphTransformer option, GPS on molecules."""
+    return tuple(GRAPHATTN_OPTIONS) + (GPS_ROWS if name in MOLECULE_SETS else ())
 
 
 def node_model(name: str, conv: str, data, proto: dict):
@@ -311,7 +319,7 @@ def plot_rows(done_rows: dict, path: Path) -> Path:
     fig = Figure(figsize=(15, 2.2 + 1.9 * ((len(names) + 3) // 4)), layout="constrained")
     axes = fig.subplots((len(names) + 3) // 4, 4, squeeze=False).ravel()
     for ax, name in zip(axes, names):
-        convs = [c for c in dict.fromkeys(MODELS[name] + tuple(GRAPHATTN_OPTIONS))
+        convs = [c for c in dict.fromkeys(MODELS[name] + option_rows(name))
                  if c in done_rows[name] and not c.startswith("graphattn-softmax-")]
         labels = []
         for y, conv in enumerate(convs):
@@ -344,9 +352,9 @@ def main() -> None:
     parser.add_argument("--results", default=None, help="JSON of every row (default: docs/real_graphs.json; --quick: none)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --results")
     parser.add_argument("--sets", nargs="*", default=None, help="data sets to run (default: all seven)")
-    parser.add_argument("--models", nargs="*", default=(), choices=tuple(GRAPHATTN_OPTIONS),
+    parser.add_argument("--models", nargs="*", default=(), choices=tuple(GRAPHATTN_OPTIONS) + GPS_ROWS,
                         help="GraphTransformer option rows to run beside a set's usual rows")
-    every_row = tuple(dict.fromkeys(sum(MODELS.values(), ()) + tuple(GRAPHATTN_OPTIONS)))
+    every_row = tuple(dict.fromkeys(sum(MODELS.values(), ()) + tuple(GRAPHATTN_OPTIONS) + GPS_ROWS))
     parser.add_argument("--rows", nargs="*", default=(), choices=every_row,
                         help="exactly these rows of each set that has them (default: its usual rows; not with --models)")
     parser.add_argument("--render", action="store_true", help="only rewrite the tables from --results (trains nothing)")
@@ -397,7 +405,7 @@ def main() -> None:
                 store.with_suffix(".tmp").write_text(json.dumps(done_rows, indent=1))
                 store.with_suffix(".tmp").replace(store)
     for name in (n for n in NODE_SETS + MOLECULE_SETS + ("social",) if n in done_rows):
-        order = MODELS[name] + tuple(c for c in GRAPHATTN_OPTIONS if c not in MODELS[name])
+        order = MODELS[name] + tuple(c for c in option_rows(name) if c not in MODELS[name])
         lines += table(name, {conv: done_rows[name][conv] for conv in order if conv in done_rows[name]})
     if args.quick:
         lines.insert(0, f"--quick: {', '.join(sets)} only, the baselines and the defaults (--models adds rows); "

@@ -45,6 +45,19 @@ def test_quick_runs_the_baselines_and_the_defaults_and_models_adds_rows(bench):
     only = ("graphattn-rwpe", "attentivefp", "gcn", "gcn")
     assert bench.rows_to_run("Lipo", only=only) == ("graphattn-rwpe", "attentivefp", "gcn")
     assert bench.rows_to_run("cora", only=only) == ("graphattn-rwpe", "gcn")
+    assert bench.rows_to_run("BACE", only=("graphattn-gps",)) == bench.rows_to_run("BACE", ("graphattn-gps",))[-1:]
+    assert bench.rows_to_run("cora", only=("graphattn-gps",)) == () and "graphattn-gps" not in bench.rows_to_run(
+        "cora", ("graphattn-gps",))  # GPS rows are molecule rows
+
+
+@pytest.mark.parametrize("kept", ["real_graphs.json", "real_graphs_30.json"])
+def test_every_kept_row_renders_with_its_label(bench, kept):
+    rows = json.loads((ROOT / "docs" / kept).read_text())
+    for name, set_rows in rows.items():
+        order = bench.MODELS[name] + bench.option_rows(name)
+        assert set(set_rows) <= set(order), f"{kept} {name}: rows no table shows"
+        lines = bench.table(name, set_rows)
+        assert len(lines) == 4 + len(set_rows) + 1 and all(bench.LABELS[conv] in "".join(lines) for conv in set_rows)
 
 
 def test_render_rewrites_the_tables_between_the_markers(tmp_path):
