@@ -70,11 +70,14 @@ def positional_encoding_of_batch(data, pe: str, pe_dim: int, batch: Tensor, num_
     edge_index, batch = data.edge_index.cpu(), batch.cpu()  # the transforms run in numpy/scipy
     if pe == "random_walk" or num_graphs == 1:
         value = transform(Data(edge_index=edge_index, num_nodes=num_nodes))[attr]
-    else:
-        ptr = torch.cat([batch.new_zeros(1), torch.bincount(batch, minlength=num_graphs).cumsum(0)])
+    else:  # PyG's unbatch_edge_index assumes edges grouped by graph and drops trailing edgeless graphs
+        sizes = torch.bincount(batch, minlength=num_graphs)
+        ptr = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
         edge_graph = batch[edge_index[0]]
-        value = torch.cat([transform(Data(edge_index=edge_index[:, edge_graph == g] - ptr[g],
-                                          num_nodes=int(ptr[g + 1] - ptr[g])))[attr] for g in range(num_graphs)])
+        order = torch.argsort(edge_graph, stable=True)
+        local = (edge_index[:, order] - ptr[edge_graph[order]]).split(
+            torch.bincount(edge_graph, minlength=num_graphs).tolist(), dim=1)
+        value = torch.cat([transform(Data(edge_index=ei, num_nodes=int(n)))[attr] for ei, n in zip(local, sizes)])
     return value.to(data.x.device)
 
 

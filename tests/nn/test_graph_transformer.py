@@ -414,6 +414,21 @@ def test_model_reads_the_pe_attribute(graphs, pe, caplog):
     assert not hasattr(plain, PE_ATTRS[pe])  # the caller's batch is left as given
 
 
+@pytest.mark.parametrize("pe", ["laplacian", "random_walk"])
+def test_pe_of_a_batch_is_each_graphs_own_in_any_edge_order(graphs, pe):
+    # edges shuffled across graphs, and a last graph without edges: still the per-graph transform's numbers
+    from graphattn.nn.graph_inputs import positional_encoding_of_batch
+    edgeless = graphs[0].subgraph(torch.tensor([0, 1]))
+    edgeless.edge_index, edgeless.edge_attr = edgeless.edge_index[:, :0], edgeless.edge_attr[:0]
+    parts = list(graphs) + [edgeless]
+    transform = positional_encoding_transform(pe, 3)
+    expected = torch.cat([transform(g.clone())[PE_ATTRS[pe]] for g in parts])
+    batch = Batch.from_data_list(parts)
+    batch.edge_index = batch.edge_index[:, torch.randperm(batch.edge_index.size(1), generator=torch.Generator().manual_seed(0))]
+    got = positional_encoding_of_batch(batch, pe, 3, batch.batch, len(parts))
+    torch.testing.assert_close(got, expected)
+
+
 def test_repr():
     assert repr(model("khop:2")) == "GraphTransformer(5, 16, 3, num_layers=2, num_heads=4, pattern='khop:2', task='node')"
     assert repr(model("gps")) == ("GraphTransformer(5, 16, 3, num_layers=2, num_heads=4, pattern='dense', "
