@@ -384,8 +384,9 @@ def main() -> None:
     for name in sets:
         rows = done_rows.setdefault(name, {})
         convs = rows_to_run(name, tuple(args.models), args.quick, tuple(args.rows))
-        if set(args.rows) - set(convs):
-            logging.warning("%s has no rows %s: skipped", name, ", ".join(sorted(set(args.rows) - set(convs))))
+        skipped = sorted(set(args.rows or args.models) - set(convs))
+        if skipped and not (name == "social" and args.models):  # social's --models warning is above
+            logging.warning("%s has no rows %s: skipped", name, ", ".join(skipped))
         for conv in convs:
             if conv in rows:
                 wanted = molecule_epochs(args.quick, args.epochs)

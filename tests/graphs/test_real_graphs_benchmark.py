@@ -97,6 +97,11 @@ def test_another_epoch_budget_keeps_its_own_rows_and_says_so(tmp_path, bench):
                              capture_output=True, text=True)
     assert ignored.returncode == 0, ignored.stderr
     assert "--epochs sets the molecule sets' budget" in ignored.stderr and "cora has no rows attentivefp" in ignored.stderr
+    kept = tmp_path / "cora.json"  # cora's usual rows are kept, so nothing trains
+    kept.write_text(json.dumps({"cora": {conv: {"runs": [run], "peak_mib": 1, "wall": 1.0} for conv in bench.MODELS["cora"]}}))
+    gps = subprocess.run([sys.executable, str(SCRIPT), "--sets", "cora", "--models", "graphattn-gps", "--resume",
+                          "--results", str(kept), "--out", str(tmp_path / "t.md")], capture_output=True, text=True)
+    assert gps.returncode == 0 and "cora has no rows graphattn-gps" in gps.stderr, gps.stderr
     rows = {"gcn": {"runs": [run], "peak_mib": 1, "wall": 1.0, "epochs": 60}}
     assert bench.PROTOCOLS["molecules"]["epochs"] == 60 and bench.table("BACE", rows)[0] == "### BACE (ROC-AUC)"
     assert bench.table("BACE", {"gcn": {**rows["gcn"], "epochs": 30}})[0] == "### BACE (ROC-AUC, 30 epochs)"
