@@ -36,12 +36,17 @@ from torch_geometric.transforms import NormalizeFeatures
 from graphattn.graphs import Task, fit, public_data
 from graphattn.graphs.baselines import AttentiveFPModel, ResidualGNN
 from graphattn.graphs.datasets import ATOM_DIM, BOND_DIM
-from graphattn.graphs.fit import accuracy, fit_full_graph, rmse, roc_auc
+from graphattn.graphs.fit import accuracy, binary_loss, fit_full_graph, rmse, roc_auc
 from graphattn.nn import GraphTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
+# The seven sets of docs/real_graphs.md, run by default; --sets takes any other set the loaders read.
 NODE_SETS = ("minesweeper", "chameleon_filtered", "squirrel_filtered", "cora")
 MOLECULE_SETS = ("Lipo", "BBBP", "BACE")
+PLANETOID_SETS = tuple(n.lower() for n in public_data.PLANETOID)
+EVERY_SET = public_data.HETEROPHILOUS + PLANETOID_SETS + tuple(public_data.MOLECULES) + ("social",)
+# Platonov et al. score their two-class graphs by ROC-AUC, the others by accuracy.
+ROC_AUC_NODE_SETS = ("minesweeper", "tolokers", "questions")
 # Published test figures (../shared/data/README.md): Platonov et al. 2023 (ROC-AUC / accuracy, 10 splits),
 # Kipf & Welling 2017 and Velickovic et al. 2018 (Cora), DGL-LifeSci's tuned MoleculeNet models (scaffold split).
 PUBLISHED = {
@@ -81,9 +86,8 @@ GRAPHATTN_OPTIONS = {
 # GPS (pattern="dense", local_mpnn=True) with the bonds in its local layer only, or in its attention too.
 GPS_ROWS = ("graphattn-gps", "graphattn-gps-edges")
 HETERO_MODELS = ("gcn", "sage", "gat", "graphattn", "graphattn-softmax")
-MODELS = {**{name: HETERO_MODELS for name in NODE_SETS[:3]}, "cora": ("gcn", "gat", "graphattn", "graphattn-softmax"),
-          **{name: ("gcn", "gat", "attentivefp", "graphattn", "graphattn-nope") for name in MOLECULE_SETS},
-          "social": ("sage", "sgformer", "polynormer")}
+MODELS = {"hetero": HETERO_MODELS, "planetoid": ("gcn", "gat", "graphattn", "graphattn-softmax"),
+          "molecule": ("gcn", "gat", "attentivefp", "graphattn", "graphattn-nope"), "social": ("sage", "sgformer", "polynormer")}
 # What changed against the published protocols, for 2 CPU cores: see docs/real_graphs.md.
 HETERO = {"width": 64, "layers": 3, "steps": 200, "lr": 1e-3, "dropout": 0.2, "splits": 2}
 PROTOCOLS = {
@@ -93,7 +97,7 @@ PROTOCOLS = {
     # All 10 splits where a step is cheap: their split-to-split spread (1-4 points) exceeds most differences.
     "chameleon_filtered": {**HETERO, "splits": 10},
     "squirrel_filtered": {**HETERO, "splits": 10},
-    "cora": {"steps": 200, "seeds": 5},
+    "planetoid": {"steps": 200, "seeds": 5},
     # 60 epochs: at 10 AttentiveFP scored 0.85 on Lipophilicity (published 0.73), at 30 0.741 with its best
     # validation epoch the last or nearly (25-30 of 30), at 60 0.691 with every row's best epoch before the end:
     # a shorter budget stops the baselines early. 5 seeds: on 2, some rows moved by up to 0.05 (small test sets).
@@ -106,14 +110,31 @@ SOCIAL = {"steps": 400, "lr": 1e-3, "dropout": 0.5, "seeds": 2}
 QUICK = {"sets": ("minesweeper", "cora", "BACE"), "splits": 2, "seeds": 2, "steps": 60, "epochs": 4}
 
 
+def kind(name: str) -> str:
+    """Which protocol a set runs: ``"hetero"``, ``"planetoid"``, ``"molecule"`` or ``"social"``."""
+    if name in public_data.HETEROPHILOUS:
+        return "hetero"
+    return "planetoid" if name in PLANETOID_SETS else "molecule" if name in public_data.MOLECULES else "social"
+
+
+def usual_rows(name: str) -> tuple:
+    """The rows a set runs without --models: the baselines of its kind, graphattn's defaults and one reference row."""
+    return MODELS[kind(name)]
+
+
+def protocol(name: str) -> dict:
+    """The set's own protocol where it has one (minesweeper's steps, chameleon's 10 splits), else its kind's."""
+    return PROTOCOLS.get(name) or PROTOCOLS["molecules" if kind(name) == "molecule" else kind(name)]
+
+
 def rows_to_run(name: str, models: tuple = (), quick: bool = False, only: tuple = ()) -> tuple:
     """A set's rows: its usual ones and the option rows named in ``models``. ``quick`` keeps the
     baselines and graphattn's defaults only (7.3 minutes here, where every row took 12.6);
     ``only`` names exactly the rows to run, those of the set's kind (a node set has no AttentiveFP)."""
     if only:
-        kind = MODELS[name] + option_rows(name)
-        return tuple(c for c in dict.fromkeys(only) if c in kind) if name != "social" else ()
-    usual = MODELS[name]
+        runnable = usual_rows(name) + option_rows(name)
+        return tuple(c for c in dict.fromkeys(only) if c in runnable) if name != "social" else ()
+    usual = usual_rows(name)
     if quick:
         usual = tuple(c for c in usual if c == "graphattn" or not c.startswith("graphattn"))
     return usual + (tuple(m for m in models if m not in usual and m in option_rows(name)) if name != "social" else ())
@@ -121,17 +142,16 @@ def rows_to_run(name: str, models: tuple = (), quick: bool = False, only: tuple 
 
 def option_rows(name: str) -> tuple:
     """The rows a set can run beside its usual ones: every GraphTransformer option, GPS on molecules."""
-    return tuple(GRAPHATTN_OPTIONS) + (GPS_ROWS if name in MOLECULE_SETS else ())
+    return tuple(GRAPHATTN_OPTIONS) + (GPS_ROWS if kind(name) == "molecule" else ())
 
 
 def node_model(name: str, conv: str, data, proto: dict):
     """The model of one row, and the data it reads (graphattn's with its precomputed attention pairs)."""
-    binary = name == "minesweeper"
-    out = 1 if binary else int(data.y.max()) + 1
+    out = 1 if name in ROC_AUC_NODE_SETS else int(data.y.max()) + 1
     if conv.startswith("graphattn"):
         model = GraphTransformer(data.num_features, proto.get("width", 64), out, task="node", **GRAPHATTN_OPTIONS[conv])
         return model, model.transform(data.clone())
-    if name == "cora":
+    if kind(name) == "planetoid":
         return PlanetoidNet(data.num_features, out, conv), data
     return ResidualGNN(data.num_features, proto["width"], out, proto["layers"], conv, dropout=proto["dropout"]), data
 
@@ -162,12 +182,13 @@ class PlanetoidNet(torch.nn.Module):
 
 
 def run_node(name: str, conv: str, data_dir, quick: bool) -> list[dict]:
-    data = public_data.cora(data_dir) if name == "cora" else public_data.heterophilous(name, data_dir)
-    metric = roc_auc if name == "minesweeper" else accuracy
+    planetoid = kind(name) == "planetoid"
+    data = public_data.planetoid(name, data_dir) if planetoid else public_data.heterophilous(name, data_dir)
+    metric = roc_auc if name in ROC_AUC_NODE_SETS else accuracy
     results = []
-    if name == "cora":
+    if planetoid:  # Cora's recipes (GCN's, GAT's) on every Planetoid graph
         data = NormalizeFeatures()(data)
-        proto = PROTOCOLS["cora"]
+        proto = protocol(name)
         lr, wd = (0.01, 5e-4) if conv == "gcn" else (0.005, 5e-4)
         if conv.startswith("graphattn"):
             lr, wd = 1e-3, 5e-4
@@ -176,7 +197,7 @@ def run_node(name: str, conv: str, data_dir, quick: bool) -> list[dict]:
             model, d = node_model(name, conv, data, proto)
             results.append(fit_full_graph(model, d, 0, metric, steps=proto["steps"], lr=lr, weight_decay=wd))
         return results
-    proto = PROTOCOLS[name]
+    proto = protocol(name)
     for split in range(QUICK["splits"] if quick else proto["splits"]):
         torch.manual_seed(split)
         model, d = node_model(name, conv, data, proto)
@@ -205,20 +226,22 @@ def run_social(conv: str, quick: bool) -> list[dict]:
 
 
 def molecule_task(name: str) -> Task:
-    if name == "Lipo":
+    """RMSE for the regression sets; otherwise the binary tasks' ROC-AUC, unlabelled entries (NaN) left out."""
+    if name in public_data.REGRESSION:
         return Task(lambda out, b: (out, b.y), F.mse_loss, rmse, higher_is_better=False)
-    return Task(lambda out, b: (out, b.y), F.binary_cross_entropy_with_logits, roc_auc)
+    return Task(lambda out, b: (out, b.y), binary_loss, roc_auc)
 
 
-def molecule_model(conv: str, proto: dict):
+def molecule_model(conv: str, proto: dict, out: int = 1):
+    """The model of one molecule row, ``out`` outputs (one a task)."""
     w, layers = proto["width"], proto["layers"]
     if conv in ("gcn", "gat"):
-        return ResidualGNN(ATOM_DIM, w, 1, layers, conv, num_heads=4, dropout=0.1, task="graph")
+        return ResidualGNN(ATOM_DIM, w, out, layers, conv, num_heads=4, dropout=0.1, task="graph")
     if conv == "attentivefp":
-        return AttentiveFPModel(ATOM_DIM, w, 1, BOND_DIM, num_layers=layers, dropout=0.1)
+        return AttentiveFPModel(ATOM_DIM, w, out, BOND_DIM, num_layers=layers, dropout=0.1)
     if conv in GRAPHATTN_OPTIONS:
-        return GraphTransformer(ATOM_DIM, w, 1, edge_dim=BOND_DIM, task="graph", **GRAPHATTN_OPTIONS[conv])
-    return GraphTransformer(ATOM_DIM, w, 1, edge_dim=BOND_DIM, task="graph", pattern="dense", local_mpnn=True,
+        return GraphTransformer(ATOM_DIM, w, out, edge_dim=BOND_DIM, task="graph", **GRAPHATTN_OPTIONS[conv])
+    return GraphTransformer(ATOM_DIM, w, out, edge_dim=BOND_DIM, task="graph", pattern="dense", local_mpnn=True,
                             edge_attention=conv == "graphattn-gps-edges")
 
 
@@ -234,7 +257,7 @@ def run_molecules(name: str, conv: str, data_dir, quick: bool, epochs: int) -> l
     results = []
     for seed in range(QUICK["seeds"] if quick else proto["seeds"]):
         torch.manual_seed(seed)
-        model = molecule_model(conv, proto)
+        model = molecule_model(conv, proto, out=dataset[0].y.size(-1))
         transform = getattr(model, "transform", None) if isinstance(model, GraphTransformer) else None
         graphs = [dataset[i] for i in range(len(dataset))]
         if transform is not None:
@@ -254,7 +277,7 @@ def run_one(name: str, conv: str, data_dir, quick: bool, epochs: int | None = No
     extra = {}
     if name == "social":
         runs = run_social(conv, quick)
-    elif name in MOLECULE_SETS:
+    elif kind(name) == "molecule":
         extra["epochs"] = molecule_epochs(quick, epochs)
         runs = run_molecules(name, conv, data_dir, quick, extra["epochs"])
     else:
@@ -265,24 +288,27 @@ def run_one(name: str, conv: str, data_dir, quick: bool, epochs: int | None = No
 
 def epochs_of(name: str, row: dict) -> int | None:
     """A molecule row's epoch budget (rows kept before it was stored ran 30)."""
-    return row.get("epochs", STORED_BEFORE_BUDGETS) if name in MOLECULE_SETS else None
+    return row.get("epochs", STORED_BEFORE_BUDGETS) if kind(name) == "molecule" else None
 
 
 def runs_of(name: str, row: dict) -> list[dict]:
     """The row's runs of the current protocol's splits or seeds (split s is the same in a longer run)."""
-    proto = (SOCIAL if name == "social" else
-             PROTOCOLS["molecules" if name in MOLECULE_SETS else name])
+    proto = SOCIAL if name == "social" else protocol(name)
     return row["runs"][:proto.get("splits", proto.get("seeds"))]
 
 
 def summary(name: str, runs: list[dict]) -> tuple[float, float]:
-    scale = 1.0 if name == "Lipo" else 100.0 if name not in ("BBBP", "BACE") else 1.0
+    scale = 1.0 if kind(name) == "molecule" else 100.0
     tests = [scale * r["test"] for r in runs]
     return statistics.mean(tests), (statistics.stdev(tests) if len(tests) > 1 else 0.0)
 
 
-UNITS = {"minesweeper": "ROC-AUC %", "chameleon_filtered": "accuracy %", "squirrel_filtered": "accuracy %",
-         "cora": "accuracy %", "social": "accuracy %, full batch", "Lipo": "RMSE (lower is better)", "BBBP": "ROC-AUC", "BACE": "ROC-AUC"}
+def unit(name: str) -> str:
+    if kind(name) == "molecule":
+        return "RMSE (lower is better)" if name in public_data.REGRESSION else "ROC-AUC"
+    return "ROC-AUC %" if name in ROC_AUC_NODE_SETS else "accuracy %, full batch" if name == "social" else "accuracy %"
+
+
 LABELS = {"gcn": "GCN", "sage": "SAGE", "gat": "GAT", "gat-sep": "GAT-sep", "gt-sep": "GT-sep",
           "attentivefp": "AttentiveFP", "sgformer": "PyG SGFormer", "polynormer": "PyG Polynormer", "graphattn": "graphattn GraphTransformer (defaults)",
           # "|" escaped: a pattern's union would split the markdown table's cell
@@ -294,10 +320,10 @@ LABELS = {"gcn": "GCN", "sage": "SAGE", "gat": "GAT", "gat-sep": "GAT-sep", "gt-
 
 
 def table(name: str, rows: dict) -> list[str]:
-    digits = 3 if name in MOLECULE_SETS else 2
+    digits = 3 if kind(name) == "molecule" else 2
     budgets = sorted({epochs_of(name, row) for row in rows.values()} - {None, PROTOCOLS["molecules"]["epochs"]})
     budget = "".join(f", {b} epochs" for b in budgets)
-    lines = [f"### {name} ({UNITS[name]}{budget})", "",
+    lines = [f"### {name} ({unit(name)}{budget})", "",
              "| model | published | this run: mean ± std | n | epoch/step time (s) | peak RSS (MiB) | params |",
              "|---|---|---|---|---|---|---|"]
     for conv, row in rows.items():
@@ -315,11 +341,11 @@ def plot_rows(done_rows: dict, path: Path) -> Path:
     softmax as options left out, for room), the published figures as dashed lines."""
     from matplotlib.figure import Figure  # imported here: only the plot needs matplotlib
 
-    names = [n for n in NODE_SETS + MOLECULE_SETS if n in done_rows]
+    names = [n for n in set_order(done_rows) if n != "social"]
     fig = Figure(figsize=(15, 2.2 + 1.9 * ((len(names) + 3) // 4)), layout="constrained")
     axes = fig.subplots((len(names) + 3) // 4, 4, squeeze=False).ravel()
     for ax, name in zip(axes, names):
-        convs = [c for c in dict.fromkeys(MODELS[name] + option_rows(name))
+        convs = [c for c in dict.fromkeys(usual_rows(name) + option_rows(name))
                  if c in done_rows[name] and not c.startswith("graphattn-softmax-")]
         labels = []
         for y, conv in enumerate(convs):
@@ -333,7 +359,7 @@ def plot_rows(done_rows: dict, path: Path) -> Path:
                 ax.axvline(figure, color="tab:gray", linestyle="--", linewidth=0.8)
         ax.set_yticks(range(len(convs)), labels, fontsize=7)
         ax.invert_yaxis()
-        ax.set_title(f"{name} ({UNITS[name]})", fontsize=9)
+        ax.set_title(f"{name} ({unit(name)})", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     for ax in axes[len(names):]:
         ax.set_visible(False)
@@ -351,7 +377,9 @@ def main() -> None:
                         "--quick: stdout only)")
     parser.add_argument("--results", default=None, help="JSON of every row (default: docs/real_graphs.json; --quick: none)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --results")
-    parser.add_argument("--sets", nargs="*", default=None, help="data sets to run (default: all seven)")
+    parser.add_argument("--sets", nargs="*", default=None, choices=EVERY_SET, metavar="SET",
+                        help="data sets to run (default: the seven of docs/real_graphs.md; any of "
+                        f"{', '.join(EVERY_SET)} whose files are in --data)")
     parser.add_argument("--models", nargs="*", default=(), choices=tuple(GRAPHATTN_OPTIONS) + GPS_ROWS,
                         help="GraphTransformer option rows to run beside a set's usual rows")
     every_row = tuple(dict.fromkeys(sum(MODELS.values(), ()) + tuple(GRAPHATTN_OPTIONS) + GPS_ROWS))
@@ -376,7 +404,7 @@ def main() -> None:
     sets = [] if args.render else args.sets or (QUICK["sets"] if args.quick else NODE_SETS + MOLECULE_SETS)
     if args.models and "social" in sets:
         logging.warning("--models adds no rows to social (its rows are the full-batch baselines only)")
-    if args.epochs and not set(sets) & set(MOLECULE_SETS):
+    if args.epochs and not any(kind(name) == "molecule" for name in sets):
         logging.warning("--epochs sets the molecule sets' budget, and none of %s is one", ", ".join(sets))
     store = Path(args.results) if args.results else None if args.quick else ROOT / "docs" / "real_graphs.json"
     done_rows = json.loads(store.read_text()) if (args.resume or args.render) and store is not None and store.is_file() else {}
@@ -390,7 +418,7 @@ def main() -> None:
         for conv in convs:
             if conv in rows:
                 wanted = molecule_epochs(args.quick, args.epochs)
-                if name in MOLECULE_SETS and epochs_of(name, rows[conv]) != wanted:
+                if kind(name) == "molecule" and epochs_of(name, rows[conv]) != wanted:
                     raise SystemExit(f"{store} holds {name} {conv} at {epochs_of(name, rows[conv])} epochs, not "
                                      f"{wanted}: name another --results for another budget")
                 continue
@@ -405,8 +433,8 @@ def main() -> None:
             if store is not None:  # after every row, atomically: a long run can be resumed
                 store.with_suffix(".tmp").write_text(json.dumps(done_rows, indent=1))
                 store.with_suffix(".tmp").replace(store)
-    for name in (n for n in NODE_SETS + MOLECULE_SETS + ("social",) if n in done_rows):
-        order = MODELS[name] + tuple(c for c in option_rows(name) if c not in MODELS[name])
+    for name in set_order(done_rows):
+        order = usual_rows(name) + tuple(c for c in option_rows(name) if c not in usual_rows(name))
         lines += table(name, {conv: done_rows[name][conv] for conv in order if conv in done_rows[name]})
     if args.quick:
         lines.insert(0, f"--quick: {', '.join(sets)} only, the baselines and the defaults (--models adds rows); "
@@ -419,6 +447,13 @@ def main() -> None:
     plot = args.plot or (None if args.quick or args.out else ROOT / "docs" / "real_graphs.png")
     if plot is not None:
         plot_rows(done_rows, Path(plot))
+
+
+def set_order(done_rows: dict) -> list[str]:
+    """The sets of ``done_rows`` in the doc's order, the seven first, then the others as run."""
+    first = NODE_SETS + MOLECULE_SETS
+    return [n for n in first if n in done_rows] + [n for n in done_rows if n not in first and n != "social"] + (
+        ["social"] if "social" in done_rows else [])
 
 
 def write_tables(path: Path, text: str) -> None:

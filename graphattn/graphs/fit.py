@@ -15,7 +15,8 @@ from torch_geometric.loader import DataLoader
 
 from graphattn import distributed
 
-__all__ = ["Task", "fit", "loader_metric", "accuracy", "balanced_accuracy", "rmse", "roc_auc", "node_loss", "fit_full_graph"]
+__all__ = ["Task", "fit", "loader_metric", "accuracy", "balanced_accuracy", "rmse", "roc_auc", "binary_loss", "node_loss",
+           "fit_full_graph"]
 
 
 def accuracy(pred: Tensor, target: Tensor) -> float:
@@ -132,16 +133,44 @@ def fit(
 
 def roc_auc(pred: Tensor, target: Tensor) -> float:
     """Area under the ROC curve of binary ``target`` by score ``pred`` (one logit a node, or two-class
-    logits whose second column counts): the Mann-Whitney rank statistic, ties at their mean rank."""
+    logits whose second column counts): the Mann-Whitney rank statistic, ties at their mean rank.
+
+    A ``target`` of ``T > 1`` columns is ``T`` binary tasks scored by the columns of ``pred``
+    :math:`(n, T)` (MoleculeNet's Tox21, SIDER, ...): the mean over the tasks that have both classes
+    among their labelled rows, as OGB's evaluator scores them. ``NaN`` in a floating ``target``
+    marks an unlabelled entry, left out.
+    """
+    if target.dim() == 2 and target.size(1) > 1:
+        if pred.shape != target.shape:
+            raise ValueError(f"roc_auc of {target.size(1)} tasks needs pred of shape {tuple(target.shape)}, "
+                             f"got {tuple(pred.shape)}")
+        scored = [roc_auc(pred[:, t], target[:, t]) for t in range(target.size(1))
+                  if len(set(target[:, t][~target[:, t].isnan()].tolist())) == 2]
+        if not scored:
+            raise ValueError("roc_auc needs a task with both classes among its labelled rows, got none")
+        return sum(scored) / len(scored)
     from scipy.stats import rankdata
 
     score = pred[:, -1] - pred[:, 0] if pred.dim() == 2 and pred.size(1) == 2 else pred.reshape(-1)
-    target = target.reshape(-1).bool()
+    target = target.reshape(-1)
+    if target.is_floating_point():
+        labelled = ~target.isnan()
+        score, target = score[labelled], target[labelled]
+    target = target.bool()
     positives, negatives = int(target.sum()), int((~target).sum())
     if positives == 0 or negatives == 0:
         raise ValueError(f"roc_auc needs both classes in target, got {positives} positives and {negatives} negatives")
     ranks = torch.from_numpy(rankdata(score.detach().double().numpy()))
     return float((ranks[target].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def binary_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy of logits ``pred`` against ``target`` of the same shape (one column a
+    task), over the labelled entries: ``NaN`` marks a missing label (MoleculeNet's multi-task sets)."""
+    labelled = ~target.isnan()
+    if not bool(labelled.any()):  # a batch with no label gives no gradient, not a NaN
+        return pred.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(pred[labelled], target[labelled])
 
 
 def node_loss(out: Tensor, y: Tensor) -> Tensor:

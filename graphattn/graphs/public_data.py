@@ -1,20 +1,24 @@
 r"""Public graph benchmarks with their official splits, read from a local data folder (nothing downloads).
 
-* :func:`heterophilous`: ``minesweeper``, ``chameleon_filtered``, ``squirrel_filtered`` of "A critical
-  look at the evaluation of GNNs under heterophily" (Platonov et al., ICLR 2023), with the 10 fixed
-  splits of the files as ``[N, 10]`` masks.
-* :func:`cora`: Cora with Planetoid's public split (140 / 500 / 1,000 nodes).
-* :func:`moleculenet`: Lipophilicity, BBBP, BACE through PyG's ``MoleculeNet`` with one-hot atom and
-  bond features, and :func:`scaffold_split`, the deterministic Bemis-Murcko split of MoleculeNet.
+* :func:`heterophilous`: the graphs of "A critical look at the evaluation of GNNs under heterophily"
+  (Platonov et al., ICLR 2023): ``roman_empire``, ``amazon_ratings``, ``minesweeper``, ``tolokers``,
+  ``questions`` and ``chameleon`` / ``squirrel`` (``_filtered``: duplicates removed), with the 10
+  fixed splits of the files as ``[N, 10]`` masks.
+* :func:`planetoid`: Cora, CiteSeer, PubMed with Planetoid's public split (:func:`cora`: Cora).
+* :func:`moleculenet`: every MoleculeNet set that PyG's ``MoleculeNet`` knows (Lipophilicity, BBBP,
+  BACE, ESOL, FreeSolv, HIV, Tox21, ...) with one-hot atom and bond features, and
+  :func:`scaffold_split`, the deterministic Bemis-Murcko split of MoleculeNet.
 
 PyG's dataset classes read the raw files from ``<root>/<name>/raw/``; the functions copy them
 there from the data folder, into a cache folder (``cache``, else ``$GRAPHATTN_CACHE``, else
 ``~/.cache/graphattn``), so that the class finds them and never downloads. The data folder is
 ``data``, else ``$GRAPHATTN_DATA``, else ``../shared/data`` beside the repository; its layout
+(``heterophilous/<name>.npz``, ``planetoid/ind.<name>.*``, ``moleculenet/<PyG's file name>``)
 and sources are in :data:`SOURCES`.
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import shutil
@@ -33,20 +37,37 @@ from graphattn.utils.checks import check_choice
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SOURCES", "HETEROPHILOUS", "MOLECULES", "data_dir", "cache_dir", "heterophilous", "cora",
-           "moleculenet", "scaffold_split"]
+__all__ = ["SOURCES", "HETEROPHILOUS", "PLANETOID", "MOLECULES", "REGRESSION", "data_dir", "cache_dir",
+           "heterophilous", "planetoid", "cora", "moleculenet", "scaffold_split"]
 
 #: where each folder's files come from (repository, path, commit)
 SOURCES = {
     "heterophilous": "yandex-research/heterophilous-graphs, data/, commit a431395 (MIT)",
     "planetoid": "kimiyoung/planetoid, data/, commit af6abf4 (MIT)",
-    "moleculenet": "GLambard/Molecules_Dataset_Collection, originals/, commit beb35cd (MIT)",
+    "moleculenet": "GLambard/Molecules_Dataset_Collection, originals/, commit beb35cd (MIT), or DeepChem's "
+                   "MoleculeNet files (the names PyG's MoleculeNet downloads)",
 }
-HETEROPHILOUS = ("minesweeper", "chameleon_filtered", "squirrel_filtered")
-#: PyG's MoleculeNet name -> the csv file PyG expects in ``raw/``
-MOLECULES = {"Lipo": "Lipophilicity.csv", "BBBP": "BBBP.csv", "BACE": "bace.csv"}
-_CORA_FILES = tuple(f"ind.cora.{s}" for s in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index"))
+# PyG's HeterophilousGraphDataset reads these five; the chameleon and squirrel graphs of the same
+# repository (the same npz layout) are read by hand, as that class reads them.
+_PYG_HETEROPHILOUS = ("roman_empire", "amazon_ratings", "minesweeper", "tolokers", "questions")
+HETEROPHILOUS = _PYG_HETEROPHILOUS + ("chameleon", "squirrel", "chameleon_filtered", "squirrel_filtered")
+PLANETOID = ("Cora", "CiteSeer", "PubMed")
+#: our name (PyG's, ``"Lipo"`` for Lipophilicity) -> the file PyG's MoleculeNet downloads (``.csv`` or ``.csv.gz``)
+MOLECULES = {("Lipo" if key == "lipo" else entry[0]): entry[1] for key, entry in MoleculeNet.names.items()}
+#: the MoleculeNet sets whose targets are real numbers (RMSE); the others are binary tasks (ROC-AUC)
+REGRESSION = ("ESOL", "FreeSolv", "Lipo")
+_PLANETOID_PARTS = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 _Path = Union[str, os.PathLike]
+
+
+def _canonical(kind: str, name: str, names: Sequence[str]) -> str:
+    """``name`` as spelled in ``names``, matched without case (and ``-`` as ``_``, as PyG's classes do)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, one of {tuple(names)}, got {type(name).__name__}")
+    spelled = {n.lower().replace("-", "_"): n for n in names}
+    key = name.lower().replace("-", "_")
+    check_choice(f"name (a {kind} set)", spelled.get(key, name), names)
+    return spelled[key]
 
 
 def data_dir(data: Optional[_Path] = None) -> Path:
@@ -85,19 +106,23 @@ def _place(paths: Sequence[Path], raw_dir: Path) -> None:
 def heterophilous(name: str, data: Optional[_Path] = None, cache: Optional[_Path] = None) -> Data:
     """One heterophilous benchmark of Platonov et al. (2023) with its 10 official splits.
 
+    ``name`` is one of :data:`HETEROPHILOUS` (PyG's spelling, ``"Roman-empire"``, is accepted).
     Returns a ``Data`` with float ``x`` :math:`(N, F)`, ``y`` :math:`(N)`, undirected ``edge_index``
     (both directions of every edge of the file) and ``train_mask``, ``val_mask``, ``test_mask``
-    :math:`(N, 10)`, column ``s`` the split ``s`` of the file.
+    :math:`(N, 10)`, column ``s`` the split ``s`` of the file. The paper scores the two-class sets
+    (minesweeper, tolokers, questions) by ROC-AUC, the others by accuracy.
     """
-    check_choice("name", name, HETEROPHILOUS)
+    name = _canonical("heterophilous", name, HETEROPHILOUS)
     (path,) = _source(data, "heterophilous", [f"{name}.npz"])
-    if name == "minesweeper":  # PyG's class reads <root>/minesweeper/raw/minesweeper.npz
+    if name in _PYG_HETEROPHILOUS:  # PyG's class reads <root>/<name>/raw/<name>.npz
         root = cache_dir(cache) / "heterophilous"
         _place([path], root / name / "raw")
-        return HeterophilousGraphDataset(str(root), name)[0]
-    # The filtered chameleon/squirrel (duplicates removed, from the same paper's repository) are not
-    # among the names HeterophilousGraphDataset accepts (PyG 2.8), and PyG's WikipediaNetwork holds the
-    # unfiltered graphs with other splits: the same npz layout is read here as that class reads it.
+        data = HeterophilousGraphDataset(str(root), name)[0]
+        data.x = data.x.float()  # as the hand-read graphs: some files store float16 features
+        return data
+    # The chameleon/squirrel graphs are not among the names HeterophilousGraphDataset accepts (PyG 2.8),
+    # and PyG's WikipediaNetwork holds the unfiltered graphs with other splits: the same npz layout is
+    # read here as that class reads it.
     raw = np.load(path)
     x = torch.from_numpy(raw["node_features"]).float()
     edge_index = to_undirected(torch.from_numpy(raw["edges"]).t().contiguous(), num_nodes=x.size(0))
@@ -105,15 +130,22 @@ def heterophilous(name: str, data: Optional[_Path] = None, cache: Optional[_Path
     return Data(x=x, y=torch.from_numpy(raw["node_labels"]), edge_index=edge_index, **masks)
 
 
-def cora(data: Optional[_Path] = None, cache: Optional[_Path] = None) -> Data:
-    """Cora through PyG's ``Planetoid`` with the public split (masks of 140 / 500 / 1,000 nodes).
+def planetoid(name: str, data: Optional[_Path] = None, cache: Optional[_Path] = None) -> Data:
+    """Cora, CiteSeer or PubMed through PyG's ``Planetoid`` with the public split (20 labelled
+    nodes a class for training, 500 for validation, 1,000 for test).
 
-    Features are the raw bag-of-words rows; row-normalise them (``NormalizeFeatures``) as GCN and GAT do.
+    Features are the raw rows; row-normalise them (``NormalizeFeatures``) as GCN and GAT do.
     """
-    paths = _source(data, "planetoid", _CORA_FILES)
+    name = _canonical("Planetoid", name, PLANETOID)
+    paths = _source(data, "planetoid", [f"ind.{name.lower()}.{part}" for part in _PLANETOID_PARTS])
     root = cache_dir(cache) / "planetoid"
-    _place(paths, root / "Cora" / "raw")
-    return Planetoid(str(root), "Cora", split="public")[0]
+    _place(paths, root / name / "raw")
+    return Planetoid(str(root), name, split="public")[0]
+
+
+def cora(data: Optional[_Path] = None, cache: Optional[_Path] = None) -> Data:
+    """Cora with the public split (masks of 140 / 500 / 1,000 nodes): :func:`planetoid` ``("Cora")``."""
+    return planetoid("Cora", data, cache)
 
 
 def _one_hot_smiles(smiles: str) -> Data:
@@ -127,17 +159,34 @@ def _one_hot_smiles(smiles: str) -> Data:
 
 
 def moleculenet(name: str, data: Optional[_Path] = None, cache: Optional[_Path] = None) -> MoleculeNet:
-    """Lipophilicity (``"Lipo"``), ``"BBBP"`` or ``"BACE"`` as PyG's ``MoleculeNet``, with one-hot features.
+    """A MoleculeNet set (one of :data:`MOLECULES`: ``"Lipo"``, ``"BBBP"``, ``"BACE"``, ``"ESOL"``,
+    ``"FreeSolv"``, ``"HIV"``, ``"Tox21"``, ...) as PyG's ``MoleculeNet``, with one-hot features.
 
     Every graph has float ``x`` :math:`(N, \\text{ATOM\\_DIM})`, ``edge_attr`` :math:`(E, \\text{BOND\\_DIM})`
-    (:func:`~graphattn.graphs.datasets.smiles_to_graph`), ``y`` :math:`(1, 1)` and its ``smiles``.
-    Molecules that rdkit cannot parse (11 of BBBP's) are skipped. Needs the ``chem`` extra.
+    (:func:`~graphattn.graphs.datasets.smiles_to_graph`), ``y`` :math:`(1, T)` (``T`` tasks; ``NaN``
+    where a multi-task set has no label) and its ``smiles``. The data folder holds the file PyG
+    downloads (``moleculenet/bace.csv``, ``moleculenet/tox21.csv.gz``; a ``.gz`` may also be there
+    unpacked). Molecules that rdkit cannot parse (11 of BBBP's) are skipped. Needs the ``chem`` extra.
     """
-    check_choice("name", name, tuple(MOLECULES))
+    name = _canonical("MoleculeNet", name, tuple(MOLECULES))
     require_chem()
-    (path,) = _source(data, "moleculenet", [MOLECULES[name]])
+    file = MOLECULES[name]
+    csv = file[:-3] if file.endswith(".gz") else file  # the name PyG's class reads in raw/
+    folder = data_dir(data) / "moleculenet"
+    if file != csv and not (folder / file).is_file() and (folder / csv).is_file():
+        file = csv
+    (path,) = _source(data, "moleculenet", [file])
     root = cache_dir(cache) / "moleculenet"
-    _place([path], root / name.lower() / "raw")
+    raw_dir = root / name.lower() / "raw"
+    if file == csv:
+        _place([path], raw_dir)
+    elif not (raw_dir / csv).is_file() or (raw_dir / csv).stat().st_mtime < path.stat().st_mtime:
+        # PyG unpacks what it downloads: the same with the local copy, through a temporary name so
+        # that an interrupted unpacking is never read as the file
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        with gzip.open(path, "rb") as packed, open(raw_dir / (csv + ".part"), "wb") as unpacked:
+            shutil.copyfileobj(packed, unpacked)
+        (raw_dir / (csv + ".part")).replace(raw_dir / csv)
     return MoleculeNet(str(root), name, from_smiles=_one_hot_smiles)
 
 

@@ -7,7 +7,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GATConv, SAGEConv
 
 from graphattn.graphs.baselines import RESIDUAL_GNNS, AttentiveFPModel, ResidualGNN
-from graphattn.graphs.fit import accuracy, fit_full_graph, node_loss, roc_auc
+from graphattn.graphs.fit import accuracy, binary_loss, fit_full_graph, node_loss, roc_auc
 
 
 def pairwise_auc(score, target):
@@ -27,6 +27,37 @@ def test_roc_auc_is_the_pairwise_probability(seed):
     assert roc_auc(two_class, target) == pytest.approx(pairwise_auc(score, target))
     with pytest.raises(ValueError, match="both classes"):
         roc_auc(score, torch.zeros(40))
+
+
+def test_roc_auc_of_several_tasks_with_missing_labels():
+    # MoleculeNet's multi-task sets: each task over its labelled rows, averaged over the tasks that
+    # have both classes (a task with one class, here the third, is left out as OGB's evaluator does).
+    gen = torch.Generator().manual_seed(0)
+    score = torch.randint(0, 5, (30, 3), generator=gen).float()
+    target = (torch.rand(30, 3, generator=gen) < 0.5).float()
+    target[torch.rand(30, 3, generator=gen) < 0.3] = float("nan")
+    target[:, 2] = torch.where(target[:, 2].isnan(), target[:, 2], torch.ones(30))
+    expected = [pairwise_auc(score[~target[:, t].isnan(), t], target[~target[:, t].isnan(), t]) for t in range(2)]
+    assert roc_auc(score, target) == pytest.approx(sum(expected) / 2)
+    assert roc_auc(score[:, 0], target[:, :1]) == pytest.approx(expected[0])  # one task with NaNs
+    with pytest.raises(ValueError, match="pred of shape"):
+        roc_auc(score[:, :2], target)
+    with pytest.raises(ValueError, match="both classes"):
+        roc_auc(score[:, 2:].repeat(1, 2), target[:, 2:].repeat(1, 2))
+
+
+def test_binary_loss_skips_missing_labels():
+    pred = torch.randn(6, 2, requires_grad=True)
+    target = torch.tensor([[1.0, float("nan")], [0, 1], [float("nan"), 0], [1, 1], [0, float("nan")], [1, 0]])
+    labelled = ~target.isnan()
+    p, y = torch.sigmoid(pred[labelled]), target[labelled]
+    expected = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
+    loss = binary_loss(pred, target)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and (pred.grad[~labelled] == 0).all()
+    empty = binary_loss(pred, torch.full((6, 2), float("nan")))
+    assert empty.item() == 0.0 and empty.requires_grad
 
 
 def test_node_loss_binary_and_multiclass():

@@ -35,12 +35,12 @@ def test_every_option_row_builds_the_model_it_names(bench):
 
 
 def test_quick_runs_the_baselines_and_the_defaults_and_models_adds_rows(bench):
-    assert bench.rows_to_run("cora") == bench.MODELS["cora"]
+    assert bench.rows_to_run("cora") == bench.usual_rows("cora")
     assert bench.rows_to_run("BACE", quick=True) == ("gcn", "gat", "attentivefp", "graphattn")
-    assert bench.rows_to_run("social", quick=True) == bench.MODELS["social"]  # baselines only: all kept
+    assert bench.rows_to_run("social", quick=True) == bench.usual_rows("social")  # baselines only: all kept
     assert bench.rows_to_run("cora", ("graphattn-softmax", "graphattn-jk"), quick=True) == (
         "gcn", "gat", "graphattn", "graphattn-softmax", "graphattn-jk")
-    assert bench.rows_to_run("cora", ("graphattn-softmax",)) == bench.MODELS["cora"]  # no row twice
+    assert bench.rows_to_run("cora", ("graphattn-softmax",)) == bench.usual_rows("cora")  # no row twice
     # --rows: exactly those, in order, once, and only the ones a set of that kind has
     only = ("graphattn-rwpe", "attentivefp", "gcn", "gcn")
     assert bench.rows_to_run("Lipo", only=only) == ("graphattn-rwpe", "attentivefp", "gcn")
@@ -54,7 +54,7 @@ def test_quick_runs_the_baselines_and_the_defaults_and_models_adds_rows(bench):
 def test_every_kept_row_renders_with_its_label(bench, kept):
     rows = json.loads((ROOT / "docs" / kept).read_text())
     for name, set_rows in rows.items():
-        order = bench.MODELS[name] + bench.option_rows(name)
+        order = bench.usual_rows(name) + bench.option_rows(name)
         assert set(set_rows) <= set(order), f"{kept} {name}: rows no table shows"
         lines = bench.table(name, set_rows)
         assert len(lines) == 4 + len(set_rows) + 1 and all(bench.LABELS[conv] in "".join(lines) for conv in set_rows)
@@ -98,7 +98,7 @@ def test_another_epoch_budget_keeps_its_own_rows_and_says_so(tmp_path, bench):
     assert ignored.returncode == 0, ignored.stderr
     assert "--epochs sets the molecule sets' budget" in ignored.stderr and "cora has no rows attentivefp" in ignored.stderr
     kept = tmp_path / "cora.json"  # cora's usual rows are kept, so nothing trains
-    kept.write_text(json.dumps({"cora": {conv: {"runs": [run], "peak_mib": 1, "wall": 1.0} for conv in bench.MODELS["cora"]}}))
+    kept.write_text(json.dumps({"cora": {conv: {"runs": [run], "peak_mib": 1, "wall": 1.0} for conv in bench.usual_rows("cora")}}))
     gps = subprocess.run([sys.executable, str(SCRIPT), "--sets", "cora", "--models", "graphattn-gps", "--resume",
                           "--results", str(kept), "--out", str(tmp_path / "t.md")], capture_output=True, text=True)
     assert gps.returncode == 0 and "cora has no rows graphattn-gps" in gps.stderr, gps.stderr
@@ -112,7 +112,7 @@ def test_molecule_rows_are_the_defaults_with_and_without_positional_encodings(be
     assert bench.molecule_model("graphattn", proto).pe == "random_walk"  # the graph-task default
     assert bench.molecule_model("graphattn-nope", proto).pe is None
     assert bench.LABELS["graphattn-nope"] == "graphattn, `pe=None`"
-    assert {"graphattn", "graphattn-nope"} <= set(bench.MODELS["BACE"])
+    assert {"graphattn", "graphattn-nope"} <= set(bench.usual_rows("BACE"))
 
 
 def test_cora_attention_variants_are_what_they_claim():
@@ -138,3 +138,52 @@ def test_cora_attention_variants_are_what_they_claim():
     torch.testing.assert_close(alpha, expected.unsqueeze(1).expand_as(alpha))
     assert all(layer.out_proj is None for layer in module.AttentionGAT(5, 3, "unprojected").attn)
     assert all(layer.out_proj is not None for layer in module.AttentionGAT(5, 3, "projected").attn)
+
+
+def _write_other_sets(folder):
+    """A two-class heterophilous graph and a 12-task MoleculeNet set that docs/real_graphs.md does not run,
+    in the layout of their public files."""
+    import gzip
+
+    import numpy as np
+    rng = np.random.default_rng(0)
+    (folder / "heterophilous").mkdir(parents=True)
+    n = 60
+    edges = rng.integers(0, n, size=(200, 2))
+    masks = {f"{part}_masks": np.stack([rng.permutation(n) % 3 == i for _ in range(10)])
+             for i, part in enumerate(("train", "val", "test"))}
+    np.savez(folder / "heterophilous" / "tolokers.npz", node_features=rng.standard_normal((n, 4)).astype(np.float32),
+             node_labels=rng.integers(0, 2, n), edges=edges[edges[:, 0] != edges[:, 1]], **masks)
+    (folder / "moleculenet").mkdir()
+    rings = ["c1ccccc1", "c1ccncc1", "C1CCCCC1", "c1ccc2ccccc2c1", "C1CCOC1", "c1ccsc1", "C1CCNCC1", "c1cnccn1"]
+    lines = [",".join(f"t{j}" for j in range(12)) + ",mol_id,smiles"]
+    for i in range(40):
+        labels = ["" if (i + j) % 7 == 0 else str((i // 8 + j) % 2) for j in range(12)]  # both classes in a scaffold
+        lines.append(",".join(labels) + f",m{i},{'C' * (1 + i // 8)}{rings[i % 8]}")
+    with gzip.open(folder / "moleculenet" / "tox21.csv.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_sets_beyond_the_seven_run_with_their_kind_of_protocol(tmp_path, bench):
+    # Any set the loaders read runs: a two-class graph of Platonov et al. is scored by ROC-AUC with one
+    # output, a multi-task molecule set gets one output a task and its unlabelled entries left out.
+    pytest.importorskip("rdkit")
+    _write_other_sets(tmp_path / "data")
+    env = {**__import__("os").environ, "GRAPHATTN_CACHE": str(tmp_path / "cache")}
+    assert bench.kind("tolokers") == "hetero" and bench.unit("tolokers") == "ROC-AUC %"
+    assert bench.kind("Tox21") == "molecule" and bench.unit("Tox21") == "ROC-AUC" and bench.unit("ESOL").startswith("RMSE")
+    assert bench.kind("pubmed") == "planetoid" and bench.usual_rows("pubmed") == bench.usual_rows("cora")
+    for name in ("tolokers", "Tox21"):
+        done = subprocess.run([sys.executable, str(SCRIPT), "--one", name, "graphattn", "--quick", "--data",
+                               str(tmp_path / "data")], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        assert len(row["runs"]) == 2 and all(0.0 <= r["test"] <= 1.0 for r in row["runs"])
+    model = bench.molecule_model("graphattn", bench.protocol("Tox21"), out=12)
+    assert model.out_channels == 12
+    lines = bench.table("Tox21", {"graphattn": row})
+    assert lines[0] == "### Tox21 (ROC-AUC, 4 epochs)" and "graphattn GraphTransformer (defaults)" in lines[4]
+    assert bench.set_order({"Tox21": {}, "social": {}, "cora": {}}) == ["cora", "Tox21", "social"]
+    unknown = subprocess.run([sys.executable, str(SCRIPT), "--sets", "texas"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "invalid choice: 'texas'" in unknown.stderr
