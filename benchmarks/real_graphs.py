@@ -256,9 +256,9 @@ def molecule_epochs(quick: bool, epochs: int | None = None) -> int:
     return epochs or (QUICK["epochs"] if quick else PROTOCOLS["molecules"]["epochs"])
 
 
-def run_molecules(name: str, conv: str, data_dir, quick: bool, epochs: int) -> list[dict]:
+def run_molecules(name: str, conv: str, data_dir, quick: bool, epochs: int, chiral: bool = False) -> list[dict]:
     dataset = public_data.moleculenet(name, data_dir)
-    parts = public_data.scaffold_split([d.smiles for d in dataset])
+    parts = public_data.scaffold_split([d.smiles for d in dataset], include_chirality=chiral)
     proto = PROTOCOLS["molecules"]
     results = []
     for seed in range(QUICK["seeds"] if quick else proto["seeds"]):
@@ -275,9 +275,9 @@ def run_molecules(name: str, conv: str, data_dir, quick: bool, epochs: int) -> l
     return results
 
 
-def run_one(name: str, conv: str, data_dir, quick: bool, epochs: int | None = None) -> dict:
+def run_one(name: str, conv: str, data_dir, quick: bool, epochs: int | None = None, chiral: bool = False) -> dict:
     """One row in this process: per split or seed results and the peak resident memory (and a
-    molecule row's epoch budget, so that rows of different budgets are never mixed)."""
+    molecule row's epoch budget and split, so that rows of different budgets or splits are never mixed)."""
     torch.set_num_threads(1)
     start = time.perf_counter()
     extra = {}
@@ -285,7 +285,9 @@ def run_one(name: str, conv: str, data_dir, quick: bool, epochs: int | None = No
         runs = run_social(conv, quick)
     elif kind(name) == "molecule":
         extra["epochs"] = molecule_epochs(quick, epochs)
-        runs = run_molecules(name, conv, data_dir, quick, extra["epochs"])
+        if chiral:
+            extra["chiral_scaffolds"] = True
+        runs = run_molecules(name, conv, data_dir, quick, extra["epochs"], chiral)
     else:
         runs = run_node(name, conv, data_dir, quick)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -328,7 +330,8 @@ LABELS = {"gcn": "GCN", "sage": "SAGE", "gat": "GAT", "gat-sep": "GAT-sep", "gt-
 def table(name: str, rows: dict) -> list[str]:
     digits = 3 if kind(name) == "molecule" else 2
     budgets = sorted({epochs_of(name, row) for row in rows.values()} - {None, PROTOCOLS["molecules"]["epochs"]})
-    budget = "".join(f", {b} epochs" for b in budgets)
+    budget = "".join(f", {b} epochs" for b in budgets) + (
+        ", chiral scaffolds (DGL-LifeSci's split)" if any(row.get("chiral_scaffolds") for row in rows.values()) else "")
     lines = [f"### {name} ({unit(name)}{budget})", "",
              "| model | published | this run: mean ± std | n | epoch/step time (s) | peak RSS (MiB) | params |",
              "|---|---|---|---|---|---|---|"]
@@ -397,15 +400,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"molecule epochs (default: {PROTOCOLS['molecules']['epochs']}); needs --results, "
                         "since the doc's rows are the default budget's")
+    parser.add_argument("--chiral-scaffolds", action="store_true",
+                        help="molecule sets: scaffolds with chirality, DGL-LifeSci's ScaffoldSplitter groups "
+                        "(default: MoleculeNet's, without); needs --results, as --epochs")
     parser.add_argument("--one", nargs=2, metavar=("SET", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.epochs is not None and (args.epochs < 1 or not (args.results or args.one)):
         parser.error("--epochs must be a positive number of epochs, with its own --results file")
+    if args.chiral_scaffolds and not (args.results or args.one):
+        parser.error("--chiral-scaffolds needs its own --results file: the doc's molecule rows are MoleculeNet's split")
     if args.rows and args.models:
         parser.error("--rows names every row to run; --models adds rows to the usual ones: give one of them")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.one:
-        print(json.dumps(run_one(*args.one, args.data, args.quick, args.epochs)))
+        print(json.dumps(run_one(*args.one, args.data, args.quick, args.epochs, args.chiral_scaffolds)))
         return
     sets = [] if args.render else args.sets or (QUICK["sets"] if args.quick else NODE_SETS + MOLECULE_SETS)
     if args.models and "social" in sets:
@@ -427,9 +435,12 @@ def main() -> None:
                 if kind(name) == "molecule" and epochs_of(name, rows[conv]) != wanted:
                     raise SystemExit(f"{store} holds {name} {conv} at {epochs_of(name, rows[conv])} epochs, not "
                                      f"{wanted}: name another --results for another budget")
+                if kind(name) == "molecule" and rows[conv].get("chiral_scaffolds", False) != args.chiral_scaffolds:
+                    raise SystemExit(f"{store} holds {name} {conv} on the other scaffold split: name another --results")
                 continue
             cmd = [sys.executable, __file__, "--one", name, conv] + (["--data", args.data] if args.data else [])
             cmd += ["--epochs", str(args.epochs)] if args.epochs else []
+            cmd += ["--chiral-scaffolds"] if args.chiral_scaffolds else []
             done = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"{name} {conv} failed:\n{done.stderr[-3000:]}")

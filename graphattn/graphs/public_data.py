@@ -190,11 +190,15 @@ def moleculenet(name: str, data: Optional[_Path] = None, cache: Optional[_Path] 
     return MoleculeNet(str(root), name, from_smiles=_one_hot_smiles)
 
 
-def scaffold_split(smiles: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> list[list[int]]:
+def scaffold_split(smiles: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                   include_chirality: bool = False) -> list[list[int]]:
     """MoleculeNet's deterministic scaffold split: train, validation and test indices.
 
-    Molecules are grouped by their Bemis-Murcko scaffold (rdkit, without chirality); the groups,
-    largest first (ties: the group whose first molecule comes later, as DeepChem sorts), fill train up to
+    Molecules are grouped by their Bemis-Murcko scaffold (rdkit; without chirality, as DeepChem
+    and MoleculeNet; ``include_chirality=True`` tells stereoisomeric scaffolds apart, which gives
+    the groups, and so the split, of DGL-LifeSci's ``ScaffoldSplitter`` with its default
+    ``scaffold_func="decompose"``: on BACE 739 groups instead of 671, and 123 of the 152 test
+    molecules in common). The groups, largest first (ties: the group whose first molecule comes later, as DeepChem sorts), fill train up to
     ``fractions[0]`` of the molecules, then validation up to ``fractions[0] + fractions[1]``,
     and the rest go to test (DeepChem's ``ScaffoldSplitter``). No scaffold is in two parts.
     """
@@ -205,7 +209,7 @@ def scaffold_split(smiles: Sequence[str], fractions: Sequence[float] = (0.8, 0.1
 
     groups: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(smiles):
-        groups[MurckoScaffold.MurckoScaffoldSmiles(smiles=s, includeChirality=False)].append(i)
+        groups[MurckoScaffold.MurckoScaffoldSmiles(smiles=s, includeChirality=bool(include_chirality))].append(i)
     ordered = sorted(groups.values(), key=lambda g: (len(g), g[0]), reverse=True)
     n = len(smiles)
     train_cut, val_cut = fractions[0] * n, (fractions[0] + fractions[1]) * n

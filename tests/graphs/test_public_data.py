@@ -159,6 +159,33 @@ def test_scaffold_split_is_deterministic_and_scaffold_disjoint(cache):
     assert len(parts[0]) <= 0.8 * n and len(parts[0]) + len(parts[1]) <= 0.9 * n and len(parts[0]) > 0.75 * n
 
 
+@pytest.mark.filterwarnings("ignore:Skipping molecule")
+def test_chiral_scaffolds_give_dgllife_groups(cache):
+    # DGL-LifeSci's ScaffoldSplitter (scaffold_func="decompose") groups by the SMILES of rdkit's
+    # MurckoDecompose, which keeps stereo: the same groups as include_chirality=True, not as False.
+    need("moleculenet")
+    pytest.importorskip("rdkit")
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+    from rdkit.Chem.rdmolops import FastFindRings
+
+    smiles = [d.smiles for d in D.moleculenet("BACE", cache=cache)]
+    groups = {}
+    for i, s in enumerate(smiles):
+        mol = Chem.MolFromSmiles(s)
+        FastFindRings(mol)
+        groups.setdefault(Chem.MolToSmiles(AllChem.MurckoDecompose(mol)), []).append(i)
+    ordered = sorted(groups.values(), key=lambda g: (len(g), g[0]), reverse=True)
+    n, reference = len(smiles), [[], [], []]
+    for g in ordered:  # DGL-LifeSci's cut-offs: int(0.8 n), int(0.9 n)
+        part = 0 if len(reference[0]) + len(g) <= int(0.8 * n) else (
+            1 if len(reference[0]) + len(reference[1]) + len(g) <= int(0.9 * n) else 2)
+        reference[part] += g
+    chiral = D.scaffold_split(smiles, include_chirality=True)
+    assert chiral == [sorted(p) for p in reference]
+    assert chiral[2] != D.scaffold_split(smiles)[2]
+
+
 def test_scaffold_split_fills_train_with_the_largest_scaffolds():
     pytest.importorskip("rdkit")
     # 6 benzenes, 3 pyridines, 1 cyclohexane: scaffolds of sizes 6, 3, 1.

@@ -50,7 +50,7 @@ def test_quick_runs_the_baselines_and_the_defaults_and_models_adds_rows(bench):
         "cora", ("graphattn-gps",))  # GPS rows are molecule rows
 
 
-@pytest.mark.parametrize("kept", ["real_graphs.json", "real_graphs_30.json"])
+@pytest.mark.parametrize("kept", ["real_graphs.json", "real_graphs_30.json", "real_graphs_chiral.json"])
 def test_every_kept_row_renders_with_its_label(bench, kept):
     rows = json.loads((ROOT / "docs" / kept).read_text())
     for name, set_rows in rows.items():
@@ -105,6 +105,21 @@ def test_another_epoch_budget_keeps_its_own_rows_and_says_so(tmp_path, bench):
     rows = {"gcn": {"runs": [run], "peak_mib": 1, "wall": 1.0, "epochs": 60}}
     assert bench.PROTOCOLS["molecules"]["epochs"] == 60 and bench.table("BACE", rows)[0] == "### BACE (ROC-AUC)"
     assert bench.table("BACE", {"gcn": {**rows["gcn"], "epochs": 30}})[0] == "### BACE (ROC-AUC, 30 epochs)"
+
+
+def test_chiral_scaffold_rows_keep_to_their_own_results(tmp_path, bench):
+    # DGL-LifeSci's split is a probe beside the doc's MoleculeNet split: never mixed into one table.
+    needs_results = subprocess.run([sys.executable, str(SCRIPT), "--chiral-scaffolds", "--sets", "BACE"],
+                                   capture_output=True, text=True)
+    assert needs_results.returncode == 2 and "--results" in needs_results.stderr
+    run = {"test": 0.5, "val": 0.5, "epoch": 3, "step_seconds": 0.1, "params": 10}
+    results = tmp_path / "rows.json"
+    results.write_text(json.dumps({"BACE": {"gcn": {"runs": [run], "peak_mib": 1, "wall": 1.0, "epochs": 60}}}))
+    mixed = subprocess.run([sys.executable, str(SCRIPT), "--sets", "BACE", "--rows", "gcn", "--resume", "--chiral-scaffolds",
+                            "--results", str(results), "--data", str(tmp_path / "absent")], capture_output=True, text=True)
+    assert mixed.returncode == 1 and "other scaffold split" in mixed.stderr
+    row = {"runs": [run], "peak_mib": 1, "wall": 1.0, "epochs": 60, "chiral_scaffolds": True}
+    assert bench.table("BACE", {"gcn": row})[0] == "### BACE (ROC-AUC, chiral scaffolds (DGL-LifeSci's split))"
 
 
 def test_molecule_rows_are_the_defaults_with_and_without_positional_encodings(bench):
