@@ -168,6 +168,8 @@ def moleculenet(name: str, data: Optional[_Path] = None, cache: Optional[_Path] 
     downloads (``moleculenet/bace.csv``, ``moleculenet/tox21.csv.gz``; a ``.gz`` may also be there
     unpacked). Molecules that rdkit cannot parse (11 of BBBP's) are skipped. Needs the ``chem`` extra.
     """
+    if isinstance(name, str) and name.lower() == "lipophilicity":  # PyG's display name of "lipo"
+        name = "Lipo"
     name = _canonical("MoleculeNet", name, tuple(MOLECULES))
     require_chem()
     file = MOLECULES[name]

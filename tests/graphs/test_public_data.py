@@ -101,6 +101,7 @@ def test_moleculenet_matches_the_csv(name, smiles, target, cache):
     need("moleculenet")
     Chem = pytest.importorskip("rdkit.Chem")
     dataset = D.moleculenet(name, cache=cache)
+    assert len(D.moleculenet({"Lipo": "Lipophilicity"}.get(name, name.lower()), cache=cache)) == len(dataset)
     rows = [r for r in _rows(name) if (m := Chem.MolFromSmiles(r[smiles])) is not None and m.GetNumAtoms()]
     assert len(dataset) == len(rows) > 1000
     assert [d.smiles for d in dataset] == [r[smiles] for r in rows]
