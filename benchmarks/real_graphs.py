@@ -14,6 +14,8 @@ The protocols (``PROTOCOLS``) are shorter than the published ones, which 2 share
 cannot run in time; docs/real_graphs.md states every difference. ``--quick`` runs the baselines
 and the defaults on minesweeper, Cora and BACE with fewer splits, seeds and steps and says so in
 its output; ``--render`` rewrites the doc's tables from the kept rows without training.
+``--sets`` takes any other set that ``graphattn.graphs.public_data`` reads (tolokers, CiteSeer, ESOL,
+Tox21, ...) with the protocol of its kind.
 ``--epochs N`` trains the molecule rows for another budget; their rows then go to a ``--results``
 file of their own (the budget is stored with each row, and ``--resume`` refuses to mix budgets).
 """
@@ -135,7 +137,7 @@ def protocol(name: str) -> dict:
 
 def rows_to_run(name: str, models: tuple = (), quick: bool = False, only: tuple = ()) -> tuple:
     """A set's rows: its usual ones and the option rows named in ``models``. ``quick`` keeps the
-    baselines and graphattn's defaults only (7.3 minutes here, where every row took 12.6);
+    baselines and graphattn's defaults only (8 minutes here);
     ``only`` names exactly the rows to run, those of the set's kind (a node set has no AttentiveFP)."""
     if only:
         runnable = usual_rows(name) + option_rows(name)
