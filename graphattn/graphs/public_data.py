@@ -94,13 +94,27 @@ def _source(data: Optional[_Path], folder: str, names: Sequence[str]) -> list[Pa
     return paths
 
 
-def _place(paths: Sequence[Path], raw_dir: Path) -> None:
-    """Copy the raw files where a PyG dataset looks for them (once; again if their size changed)."""
+def _place(paths: Sequence[Path], raw_dir: Path, unpack: bool = False) -> bool:
+    """Copy the raw files where a PyG dataset looks for them (``unpack``: a ``.gz`` unpacked, as PyG
+    unpacks what it downloads): once, and again when a file changed (its size or modification time;
+    a copy keeps its source's). Returns whether any was copied, so that the class processes them
+    again (``force_reload``) instead of reading the processed file of the old ones. Each copy goes
+    through a temporary name: an interrupted one is never read as the file."""
     raw_dir.mkdir(parents=True, exist_ok=True)
+    changed = False
     for path in paths:
-        target = raw_dir / path.name
-        if not target.is_file() or target.stat().st_size != path.stat().st_size:
-            shutil.copyfile(path, target)
+        target = raw_dir / (path.name[:-3] if unpack else path.name)
+        source = path.stat()
+        if target.is_file() and target.stat().st_mtime_ns == source.st_mtime_ns and (
+                unpack or target.stat().st_size == source.st_size):
+            continue
+        part = target.with_name(target.name + ".part")
+        with (gzip.open if unpack else open)(path, "rb") as src, open(part, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.utime(part, ns=(source.st_atime_ns, source.st_mtime_ns))
+        part.replace(target)
+        changed = True
+    return changed
 
 
 def heterophilous(name: str, data: Optional[_Path] = None, cache: Optional[_Path] = None) -> Data:
@@ -116,8 +130,8 @@ def heterophilous(name: str, data: Optional[_Path] = None, cache: Optional[_Path
     (path,) = _source(data, "heterophilous", [f"{name}.npz"])
     if name in _PYG_HETEROPHILOUS:  # PyG's class reads <root>/<name>/raw/<name>.npz
         root = cache_dir(cache) / "heterophilous"
-        _place([path], root / name / "raw")
-        data = HeterophilousGraphDataset(str(root), name)[0]
+        changed = _place([path], root / name / "raw")
+        data = HeterophilousGraphDataset(str(root), name, force_reload=changed)[0]
         data.x = data.x.float()  # as the hand-read graphs: some files store float16 features
         return data
     # The chameleon/squirrel graphs are not among the names HeterophilousGraphDataset accepts (PyG 2.8),
@@ -139,8 +153,8 @@ def planetoid(name: str, data: Optional[_Path] = None, cache: Optional[_Path] = 
     name = _canonical("Planetoid", name, PLANETOID)
     paths = _source(data, "planetoid", [f"ind.{name.lower()}.{part}" for part in _PLANETOID_PARTS])
     root = cache_dir(cache) / "planetoid"
-    _place(paths, root / name / "raw")
-    return Planetoid(str(root), name, split="public")[0]
+    changed = _place(paths, root / name / "raw")
+    return Planetoid(str(root), name, split="public", force_reload=changed)[0]
 
 
 def cora(data: Optional[_Path] = None, cache: Optional[_Path] = None) -> Data:
@@ -179,17 +193,8 @@ def moleculenet(name: str, data: Optional[_Path] = None, cache: Optional[_Path] 
         file = csv
     (path,) = _source(data, "moleculenet", [file])
     root = cache_dir(cache) / "moleculenet"
-    raw_dir = root / name.lower() / "raw"
-    if file == csv:
-        _place([path], raw_dir)
-    elif not (raw_dir / csv).is_file() or (raw_dir / csv).stat().st_mtime < path.stat().st_mtime:
-        # PyG unpacks what it downloads: the same with the local copy, through a temporary name so
-        # that an interrupted unpacking is never read as the file
-        raw_dir.mkdir(parents=True, exist_ok=True)
-        with gzip.open(path, "rb") as packed, open(raw_dir / (csv + ".part"), "wb") as unpacked:
-            shutil.copyfileobj(packed, unpacked)
-        (raw_dir / (csv + ".part")).replace(raw_dir / csv)
-    return MoleculeNet(str(root), name, from_smiles=_one_hot_smiles)
+    changed = _place([path], root / name.lower() / "raw", unpack=file != csv)
+    return MoleculeNet(str(root), name, from_smiles=_one_hot_smiles, force_reload=changed)
 
 
 def scaffold_split(smiles: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),

@@ -1,5 +1,6 @@
 """Public benchmark loaders: sizes, labels and split counts against the raw files read independently."""
 import csv
+import os
 import pickle
 
 import numpy as np
@@ -73,6 +74,34 @@ def test_cora_public_split(cache):
     assert torch.equal(data.y[:140], torch.from_numpy(np.asarray(ally[:140]).argmax(1)))
     edges = {(u, v) for u, vs in graph.items() for v in vs if u != v}
     assert set(map(tuple, data.edge_index.t().tolist())) == edges | {(v, u) for u, v in edges}
+
+
+def _write_npz(path, seed, n=40):
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, n, 90)
+    edges = np.stack([src, (src + rng.integers(1, n, 90)) % n], 1)  # no self loops: the same size every seed
+    masks = {f"{part}_masks": rng.random((10, n)) < 0.3 for part in ("train", "val", "test")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, node_features=rng.standard_normal((n, 5)).astype(np.float32), node_labels=rng.integers(0, 3, n),
+             edges=edges, **masks)
+
+
+def test_a_changed_raw_file_is_processed_again(tmp_path):
+    # PyG's classes read their processed file whenever it exists: a new file of the same name (of
+    # the same size here) must not be answered with the old graph, and an unchanged one is not copied.
+    cache = tmp_path / "cache"
+    for seed in (0, 1):
+        _write_npz(tmp_path / f"data{seed}" / "heterophilous" / "tolokers.npz", seed)
+    old = tmp_path / "data0" / "heterophilous" / "tolokers.npz"
+    new = tmp_path / "data1" / "heterophilous" / "tolokers.npz"
+    assert old.stat().st_size == new.stat().st_size
+    os.utime(new, ns=(old.stat().st_atime_ns, old.stat().st_mtime_ns + 10**9))
+    assert_matches_npz(D.heterophilous("tolokers", data=tmp_path / "data0", cache=cache), old)
+    assert_matches_npz(D.heterophilous("tolokers", data=tmp_path / "data1", cache=cache), new)
+    processed = cache / "heterophilous" / "tolokers" / "processed" / "data.pt"
+    before = processed.stat().st_mtime_ns
+    assert_matches_npz(D.heterophilous("tolokers", data=tmp_path / "data1", cache=cache), new)
+    assert processed.stat().st_mtime_ns == before
 
 
 @pytest.mark.parametrize("name", ("CiteSeer", "pubmed"))
