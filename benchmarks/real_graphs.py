@@ -189,7 +189,7 @@ class PlanetoidNet(torch.nn.Module):
         return h
 
 
-def run_node(name: str, conv: str, data_dir, quick: bool) -> list[dict]:
+def run_node(name: str, conv: str, data_dir, quick: bool, splits: int | None = None) -> list[dict]:
     planetoid = kind(name) == "planetoid"
     data = public_data.planetoid(name, data_dir) if planetoid else public_data.heterophilous(name, data_dir)
     metric = roc_auc if name in ROC_AUC_NODE_SETS else accuracy
@@ -206,7 +206,7 @@ def run_node(name: str, conv: str, data_dir, quick: bool) -> list[dict]:
             results.append(fit_full_graph(model, d, 0, metric, steps=proto["steps"], lr=lr, weight_decay=wd))
         return results
     proto = protocol(name)
-    for split in range(QUICK["splits"] if quick else proto["splits"]):
+    for split in range(QUICK["splits"] if quick else splits or proto["splits"]):
         torch.manual_seed(split)
         model, d = node_model(name, conv, data, proto)
         steps = QUICK["steps"] if quick else proto["steps"]
@@ -277,7 +277,8 @@ def run_molecules(name: str, conv: str, data_dir, quick: bool, epochs: int, chir
     return results
 
 
-def run_one(name: str, conv: str, data_dir, quick: bool, epochs: int | None = None, chiral: bool = False) -> dict:
+def run_one(name: str, conv: str, data_dir, quick: bool, epochs: int | None = None, chiral: bool = False,
+            splits: int | None = None) -> dict:
     """One row in this process: per split or seed results and the peak resident memory (and a
     molecule row's epoch budget and split, so that rows of different budgets or splits are never mixed)."""
     torch.set_num_threads(1)
@@ -291,7 +292,9 @@ def run_one(name: str, conv: str, data_dir, quick: bool, epochs: int | None = No
             extra["chiral_scaffolds"] = True
         runs = run_molecules(name, conv, data_dir, quick, extra["epochs"], chiral)
     else:
-        runs = run_node(name, conv, data_dir, quick)
+        if splits and kind(name) == "hetero":
+            extra["splits"] = splits
+        runs = run_node(name, conv, data_dir, quick, splits)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return {"runs": runs, "peak_mib": peak_mib, "wall": time.perf_counter() - start, **extra}
 
@@ -304,7 +307,7 @@ def epochs_of(name: str, row: dict) -> int | None:
 def runs_of(name: str, row: dict) -> list[dict]:
     """The row's runs of the current protocol's splits or seeds (split s is the same in a longer run)."""
     proto = SOCIAL if name == "social" else protocol(name)
-    return row["runs"][:proto.get("splits", proto.get("seeds"))]
+    return row["runs"][:row.get("splits") or proto.get("splits", proto.get("seeds"))]
 
 
 def summary(name: str, runs: list[dict]) -> tuple[float, float]:
@@ -405,17 +408,22 @@ def main() -> None:
     parser.add_argument("--chiral-scaffolds", action="store_true",
                         help="molecule sets: scaffolds with chirality, DGL-LifeSci's ScaffoldSplitter groups "
                         "(default: MoleculeNet's, without); needs --results, as --epochs")
+    parser.add_argument("--splits", type=int, default=None,
+                        help="heterophilous sets: the first N of their 10 splits (default: the protocol's); "
+                        "needs --results, as --epochs")
     parser.add_argument("--one", nargs=2, metavar=("SET", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.epochs is not None and (args.epochs < 1 or not (args.results or args.one)):
         parser.error("--epochs must be a positive number of epochs, with its own --results file")
+    if args.splits is not None and (not 1 <= args.splits <= 10 or not (args.results or args.one)):
+        parser.error("--splits must be 1 to 10 (the files hold 10), with its own --results file")
     if args.chiral_scaffolds and not (args.results or args.one):
         parser.error("--chiral-scaffolds needs its own --results file: the doc's molecule rows are MoleculeNet's split")
     if args.rows and args.models:
         parser.error("--rows names every row to run; --models adds rows to the usual ones: give one of them")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.one:
-        print(json.dumps(run_one(*args.one, args.data, args.quick, args.epochs, args.chiral_scaffolds)))
+        print(json.dumps(run_one(*args.one, args.data, args.quick, args.epochs, args.chiral_scaffolds, args.splits)))
         return
     sets = [] if args.render else args.sets or (QUICK["sets"] if args.quick else NODE_SETS + MOLECULE_SETS)
     if args.models and "social" in sets:
@@ -437,12 +445,15 @@ def main() -> None:
                 if kind(name) == "molecule" and epochs_of(name, rows[conv]) != wanted:
                     raise SystemExit(f"{store} holds {name} {conv} at {epochs_of(name, rows[conv])} epochs, not "
                                      f"{wanted}: name another --results for another budget")
+                if kind(name) == "hetero" and rows[conv].get("splits") != args.splits:
+                    raise SystemExit(f"{store} holds {name} {conv} with another number of splits: name another --results")
                 if kind(name) == "molecule" and rows[conv].get("chiral_scaffolds", False) != args.chiral_scaffolds:
                     raise SystemExit(f"{store} holds {name} {conv} on the other scaffold split: name another --results")
                 continue
             cmd = [sys.executable, __file__, "--one", name, conv] + (["--data", args.data] if args.data else [])
             cmd += ["--epochs", str(args.epochs)] if args.epochs else []
             cmd += ["--chiral-scaffolds"] if args.chiral_scaffolds else []
+            cmd += ["--splits", str(args.splits)] if args.splits else []
             done = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"{name} {conv} failed:\n{done.stderr[-3000:]}")

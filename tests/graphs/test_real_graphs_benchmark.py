@@ -122,6 +122,21 @@ def test_chiral_scaffold_rows_keep_to_their_own_results(tmp_path, bench):
     assert bench.table("BACE", {"gcn": row})[0] == "### BACE (ROC-AUC, chiral scaffolds (DGL-LifeSci's split))"
 
 
+def test_more_splits_keep_to_their_own_results(tmp_path, bench):
+    for bad in (["--splits", "3"], ["--splits", "11", "--results", str(tmp_path / "r.json")]):
+        refused = subprocess.run([sys.executable, str(SCRIPT), "--sets", "minesweeper", *bad], capture_output=True, text=True)
+        assert refused.returncode == 2 and "--splits" in refused.stderr
+    run = {"test": 0.5, "val": 0.5, "step": 3, "step_seconds": 0.1, "params": 10}
+    results = tmp_path / "rows.json"
+    results.write_text(json.dumps({"minesweeper": {"gcn": {"runs": [run] * 2, "peak_mib": 1, "wall": 1.0}}}))
+    mixed = subprocess.run([sys.executable, str(SCRIPT), "--sets", "minesweeper", "--rows", "gcn", "--resume", "--splits", "10",
+                            "--results", str(results), "--data", str(tmp_path / "absent")], capture_output=True, text=True)
+    assert mixed.returncode == 1 and "another number of splits" in mixed.stderr
+    # a row of 10 splits renders all 10; the protocol's rows keep their 2
+    assert len(bench.runs_of("minesweeper", {"runs": [run] * 10, "splits": 10})) == 10
+    assert len(bench.runs_of("minesweeper", {"runs": [run] * 10})) == bench.protocol("minesweeper")["splits"] == 2
+
+
 def test_molecule_rows_are_the_defaults_with_and_without_positional_encodings(bench):
     proto = bench.PROTOCOLS["molecules"]
     assert bench.molecule_model("graphattn", proto).pe == "random_walk"  # the graph-task default
