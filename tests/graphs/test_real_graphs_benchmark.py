@@ -50,7 +50,8 @@ def test_quick_runs_the_baselines_and_the_defaults_and_models_adds_rows(bench):
         "cora", ("graphattn-gps",))  # GPS rows are molecule rows
 
 
-@pytest.mark.parametrize("kept", ["real_graphs.json", "real_graphs_30.json", "real_graphs_chiral.json"])
+@pytest.mark.parametrize("kept", ["real_graphs.json", "real_graphs_30.json", "real_graphs_chiral.json",
+                                  "real_graphs_minesweeper10.json"])
 def test_every_kept_row_renders_with_its_label(bench, kept):
     rows = json.loads((ROOT / "docs" / kept).read_text())
     for name, set_rows in rows.items():
