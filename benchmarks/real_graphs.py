@@ -94,8 +94,10 @@ GRAPHATTN_OPTIONS = {
 GPS_ROWS = ("graphattn-gps", "graphattn-gps-edges")
 HETERO_MODELS = ("gcn", "sage", "gat", "graphattn", "graphattn-softmax")
 # A set's own rows where it has some: minesweeper's published table also has the "-sep" models.
-MODELS = {"minesweeper": HETERO_MODELS[:3] + ("gat-sep", "gt-sep") + HETERO_MODELS[3:], "hetero": HETERO_MODELS, "planetoid": ("gcn", "gat", "graphattn", "graphattn-softmax"),
-          "molecule": ("gcn", "gat", "attentivefp", "graphattn", "graphattn-nope"), "social": ("sage", "sgformer", "polynormer")}
+MODELS = {"minesweeper": HETERO_MODELS[:3] + ("gat-sep", "gt-sep") + HETERO_MODELS[3:], "hetero": HETERO_MODELS,
+          "planetoid": ("gcn", "gat", "graphattn", "graphattn-softmax"),
+          "molecule": ("gcn", "gat", "attentivefp", "graphattn", "graphattn-nope"),
+          "social": ("sage", "sgformer", "polynormer")}
 # What changed against the published protocols, for 2 CPU cores: see docs/real_graphs.md.
 HETERO = {"width": 64, "layers": 3, "steps": 200, "lr": 1e-3, "dropout": 0.2, "splits": 2}
 PROTOCOLS = {
@@ -428,8 +430,12 @@ def main() -> None:
     sets = [] if args.render else args.sets or (QUICK["sets"] if args.quick else NODE_SETS + MOLECULE_SETS)
     if args.models and "social" in sets:
         logging.warning("--models adds no rows to social (its rows are the full-batch baselines only)")
-    if args.epochs and not any(kind(name) == "molecule" for name in sets):
-        logging.warning("--epochs sets the molecule sets' budget, and none of %s is one", ", ".join(sets))
+    for flag, value, applies in (("--epochs", args.epochs, "molecule"), ("--chiral-scaffolds", args.chiral_scaffolds,
+                                                                         "molecule"), ("--splits", args.splits, "hetero")):
+        if value and not any(kind(name) == applies for name in sets):
+            logging.warning("%s sets the %s sets' runs, and none of %s is one", flag, applies, ", ".join(sets))
+    if args.splits and args.quick:
+        logging.warning("--quick runs %d splits: --splits is ignored", QUICK["splits"])
     store = Path(args.results) if args.results else None if args.quick else ROOT / "docs" / "real_graphs.json"
     done_rows = json.loads(store.read_text()) if (args.resume or args.render) and store is not None and store.is_file() else {}
     lines = []

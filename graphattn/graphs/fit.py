@@ -144,8 +144,9 @@ def roc_auc(pred: Tensor, target: Tensor) -> float:
         if pred.shape != target.shape:
             raise ValueError(f"roc_auc of {target.size(1)} tasks needs pred of shape {tuple(target.shape)}, "
                              f"got {tuple(pred.shape)}")
-        scored = [roc_auc(pred[:, t], target[:, t]) for t in range(target.size(1))
-                  if len(set(target[:, t][~target[:, t].isnan()].tolist())) == 2]
+        labelled = ~target.isnan()
+        both = ((target == 1) & labelled).any(0) & ((target == 0) & labelled).any(0)
+        scored = [roc_auc(pred[:, t], target[:, t]) for t in both.nonzero().flatten().tolist()]
         if not scored:
             raise ValueError("roc_auc needs a task with both classes among its labelled rows, got none")
         return sum(scored) / len(scored)

@@ -131,9 +131,9 @@ def heterophilous(name: str, data: Optional[_Path] = None, cache: Optional[_Path
     if name in _PYG_HETEROPHILOUS:  # PyG's class reads <root>/<name>/raw/<name>.npz
         root = cache_dir(cache) / "heterophilous"
         changed = _place([path], root / name / "raw")
-        data = HeterophilousGraphDataset(str(root), name, force_reload=changed)[0]
-        data.x = data.x.float()  # as the hand-read graphs: some files store float16 features
-        return data
+        graph = HeterophilousGraphDataset(str(root), name, force_reload=changed)[0]
+        graph.x = graph.x.float()  # as the hand-read graphs: some files store float16 features
+        return graph
     # The chameleon/squirrel graphs are not among the names HeterophilousGraphDataset accepts (PyG 2.8),
     # and PyG's WikipediaNetwork holds the unfiltered graphs with other splits: the same npz layout is
     # read here as that class reads it.

@@ -93,11 +93,13 @@ def test_another_epoch_budget_keeps_its_own_rows_and_says_so(tmp_path, bench):
                           capture_output=True, text=True)
     assert both.returncode == 2 and "--rows" in both.stderr
     # flags a set cannot use are named, not silently ignored (--render: nothing trains)
-    ignored = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "60", "--sets", "cora", "--rows", "attentivefp",
-                              "--resume", "--results", str(tmp_path / "none.json"), "--out", str(tmp_path / "t.md")],
-                             capture_output=True, text=True)
+    ignored = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "60", "--chiral-scaffolds", "--splits", "3",
+                              "--sets", "cora", "--rows", "attentivefp", "--resume", "--results", str(tmp_path / "none.json"),
+                              "--out", str(tmp_path / "t.md")], capture_output=True, text=True)
     assert ignored.returncode == 0, ignored.stderr
-    assert "--epochs sets the molecule sets' budget" in ignored.stderr and "cora has no rows attentivefp" in ignored.stderr
+    for flag, kind in (("--epochs", "molecule"), ("--chiral-scaffolds", "molecule"), ("--splits", "hetero")):
+        assert f"{flag} sets the {kind} sets' runs, and none of cora is one" in ignored.stderr
+    assert "cora has no rows attentivefp" in ignored.stderr
     kept = tmp_path / "cora.json"  # cora's usual rows are kept, so nothing trains
     kept.write_text(json.dumps({"cora": {conv: {"runs": [run], "peak_mib": 1, "wall": 1.0} for conv in bench.usual_rows("cora")}}))
     gps = subprocess.run([sys.executable, str(SCRIPT), "--sets", "cora", "--models", "graphattn-gps", "--resume",
