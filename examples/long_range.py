@@ -41,9 +41,10 @@ def make_model(name: str, depth: int, args) -> torch.nn.Module:
     if name.startswith("pyg:"):
         return GNNBaseline(in_channels, args.hidden, classes, args.layers, name[4:], num_heads=args.heads)
     pattern = f"khop:{depth}" if name == "khop" else name
-    # softmax on every pattern, as docs/long_range.md measured: the rows differ by the pattern only
+    # softmax, no dropout and no degree embedding on every pattern, as docs/long_range.md measured:
+    # the rows differ by the pattern only
     return GraphTransformer(in_channels, args.hidden, classes, args.layers, args.heads, pattern=pattern,
-                            normalization="softmax")
+                            normalization="softmax", dropout=0.0, max_degree=None)
 
 
 def label(name: str) -> str:

@@ -13,6 +13,7 @@ and edges only (``khop:k`` is expanded chunk by chunk, never for the whole graph
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import statistics
@@ -189,8 +190,9 @@ def fit_nodes(model: nn.Module, data, num_neighbors: Sequence[int] = (10, 5), ep
     Each epoch shuffles ``data.train_mask``'s nodes (by ``seed`` and the epoch, the same on every
     rank), deals them to the ranks, and trains on ``neighbor_loader`` subgraphs around
     ``batch_size / W`` of them a step (the model's ``transform``, if it has one, runs on each
-    subgraph), with AdamW and cross-entropy on the seed nodes. Every ``eval_every`` epochs the
-    model is scored on the whole graph (:func:`full_graph_logits`); the test accuracy is the one
+    subgraph; its ``full_graph_transform``, if any, once on the whole graph before, so that a degree
+    embedding reads true degrees), with AdamW and cross-entropy on the seed nodes. Every
+    ``eval_every`` epochs the model is scored on the whole graph (:func:`full_graph_logits`); the test accuracy is the one
     at the best validation accuracy. A model with an ``epoch_hook(epoch, epochs)`` method (e.g.
     Polynormer's switch from local to global attention) is called before each epoch.
 
@@ -202,6 +204,9 @@ def fit_nodes(model: nn.Module, data, num_neighbors: Sequence[int] = (10, 5), ep
     epochs, eval_every = check_int("epochs", epochs, 1), check_int("eval_every", eval_every, 1)
     train_nodes = data.train_mask.nonzero().squeeze(1)
     transform = getattr(model, "transform", None)
+    whole = getattr(model, "full_graph_transform", None)  # e.g. the true degrees, which subgraphs would undercount
+    if whole is not None:
+        data = whole(copy.copy(data))  # a shallow copy: the caller's graph gains no field
     trained = distributed.wrap(model, ctx)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
     best = {"val": -1.0, "test": math.nan, "epoch": 0}

@@ -11,12 +11,13 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.data.data import BaseData
+from torch_geometric.utils import degree
 
 from graphattn.transforms import PE_ATTRS, positional_encoding_transform
 from graphattn.utils.checks import check_dtype, check_edge_index
 
-__all__ = ["GraphState", "positional_features", "positional_encoding_of_batch", "as_graph_data", "edges_first",
-           "check_graph_data"]
+__all__ = ["GraphState", "positional_features", "positional_encoding_of_batch", "in_degree_of_batch", "as_graph_data",
+           "edges_first", "check_graph_data"]
 
 
 class GraphState(NamedTuple):
@@ -79,6 +80,18 @@ def positional_encoding_of_batch(data, pe: str, pe_dim: int, batch: Tensor, num_
             torch.bincount(edge_graph, minlength=num_graphs).tolist(), dim=1)
         value = torch.cat([transform(Data(edge_index=ei, num_nodes=int(n)))[attr] for ei, n in zip(local, sizes)])
     return value.to(data.x.device)
+
+
+def in_degree_of_batch(data, num_nodes: int) -> Tensor:
+    """``data.in_degree`` where :class:`~graphattn.transforms.InDegree` stored the whole graph's
+    (sampled subgraphs), else the count of the batch's own edges."""
+    stored = getattr(data, "in_degree", None)
+    if stored is None:
+        return degree(data.edge_index[1], num_nodes, dtype=torch.long)
+    if not isinstance(stored, Tensor) or stored.shape != (num_nodes,) or stored.is_floating_point():
+        raise ValueError(f"data.in_degree must be an integer tensor [{num_nodes}] (InDegree's), got "
+                         f"{getattr(stored, 'dtype', type(stored).__name__)} {tuple(getattr(stored, 'shape', ()))}")
+    return stored.long()
 
 
 def as_graph_data(data, edge_index: Optional[Tensor] = None, edge_attr: Optional[Tensor] = None,

@@ -21,30 +21,28 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GINConv, GINEConv, JumpingKnowledge, global_add_pool, global_max_pool, global_mean_pool
-from torch_geometric.utils import degree
 from torch_geometric.transforms import BaseTransform, Compose
 
 from graphattn import patterns as P
 from graphattn.nn.attention import GraphMultiheadAttention
-from graphattn.nn.graph_inputs import GraphState, as_graph_data, check_graph_data, edges_first, positional_features
+from graphattn.nn.graph_inputs import (GraphState, as_graph_data, check_graph_data, edges_first, in_degree_of_batch,
+                                       positional_features)
 from graphattn.nn.mlp import mlp
+from graphattn.nn.task_defaults import TASKS, task_defaults
 from graphattn.patterns.virtual import virtual_pairs
-from graphattn.transforms import PE_ATTRS, GraphStructure, positional_encoding_transform
+from graphattn.transforms import PE_ATTRS, GraphStructure, InDegree, positional_encoding_transform
 from graphattn.transforms.structure import check_fingerprint, gather_edge_attr, pair_edge_ids, pair_edge_ids_of_batch
 from graphattn.utils.batch import graph_layout
-from graphattn.utils.checks import check_choice, check_int, eager_only
+from graphattn.utils.checks import check_choice, check_float, check_int, eager_only
 
 log = logging.getLogger(__name__)
 
 __all__ = ["GraphTransformer", "GraphTransformerLayer", "GraphState", "positional_features", "POOLS", "TASKS", "JK_MODES"]
 
 POOLS = {"mean": global_mean_pool, "add": global_add_pool, "max": global_max_pool}
-TASKS = ("node", "graph")
 #: jumping knowledge (Xu et al. 2018) over the blocks' outputs, by PyG's ``JumpingKnowledge`` mode names
 JK_MODES = ("cat", "max")
 DENSE = P.dense()
-
-
 class GraphTransformerLayer(nn.Module):
     r"""A pre-norm transformer block on a graph, optionally with a local message-passing layer.
 
@@ -169,6 +167,10 @@ class GraphTransformer(nn.Module):
     state (a learned vector at the input) goes through every block like a node's and is dropped
     before the head.
 
+    ``"auto"`` arguments are the task's (:data:`~graphattn.nn.task_defaults.TASK_DEFAULTS`, chosen on
+    docs/real_graphs.md's benchmarks): node tasks get 8 blocks, dropout 0.2, a degree embedding
+    and no positional encoding; graph tasks 4 blocks, no dropout or degree, random-walk encodings.
+
     ``model.transform`` is the PyG transform that computes, once per graph, what the model reads:
     the positional encoding (when ``pe`` is set, as by default for graph tasks), then what the
     pattern needs (:class:`~graphattn.transforms.GraphStructure`, alone as ``model.structure``).
@@ -209,7 +211,7 @@ class GraphTransformer(nn.Module):
         in_channels (int): node feature size (``data.x`` is float ``[N, in_channels]``).
         hidden_channels (int): width of the blocks.
         out_channels (int): output size (classes or regression targets).
-        num_layers (int): number of blocks.
+        num_layers (int or str, optional): blocks; ``"auto"``: 8 (node), 4 (graph). (default: :obj:`"auto"`)
         num_heads (int): attention heads; ``hidden_channels`` must be divisible by it.
         edge_dim (int, optional): size of ``data.edge_attr`` (float). (default: :obj:`None`)
         pattern (str or Pattern, optional): the attention pattern. (default: :obj:`"graph"`)
@@ -218,7 +220,8 @@ class GraphTransformer(nn.Module):
             for graph tasks (better on two of three MoleculeNet sets, docs/real_graphs.md), none for node
             tasks (they cost Cora 5.8 points, and scale worst to large graphs). (default: :obj:`"auto"`)
         pe_dim (int, optional): columns of the positional encoding. (default: :obj:`16`)
-        dropout (float, optional): dropout of the residual branches and the head. (default: :obj:`0.0`)
+        dropout (float or str, optional): dropout of the residual branches and the head; ``"auto"``:
+            0.2 (node), 0 (graph: it cost all three MoleculeNet sets). (default: :obj:`"auto"`)
         task (str, optional): ``"node"`` or ``"graph"``. (default: :obj:`"node"`)
         pool (str, optional): ``"mean"``, ``"add"`` or ``"max"`` for graph tasks. (default: :obj:`"mean"`)
         virtual_node (bool, optional): a pooled, message-passing virtual node per graph (not
@@ -232,10 +235,10 @@ class GraphTransformer(nn.Module):
         edge_attention (bool, optional): whether the edge features bias the attention's scores and
             values; :obj:`None` means yes without ``local_mpnn`` and no with it (GraphGPS), ``True``
             with ``local_mpnn`` gives them to both. (default: :obj:`None`)
-        max_degree (int, optional): degree encoding: a learned vector for each in-degree
+        max_degree (int or str, optional): degree encoding: a learned vector for each in-degree
             ``0 .. max_degree`` (larger ones clipped) added to every node's input, so that attention
-            that averages still knows how many neighbours a node has; :obj:`None` turns it off.
-            (default: :obj:`None`)
+            that averages still knows how many neighbours a node has; :obj:`None` turns it off;
+            ``"auto"``: 16 for node tasks, off for graph tasks. (default: :obj:`"auto"`)
         jk (str, optional): jumping knowledge over the blocks' outputs, ``"cat"`` or ``"max"``
             (PyG's :class:`~torch_geometric.nn.models.JumpingKnowledge`); :obj:`None` reads the
             last block only. (default: :obj:`None`)
@@ -259,13 +262,13 @@ class GraphTransformer(nn.Module):
         in_channels: int,
         hidden_channels: int,
         out_channels: int,
-        num_layers: int = 4,
+        num_layers: Union[int, str] = "auto",
         num_heads: int = 4,
         edge_dim: Optional[int] = None,
         pattern: Union[str, P.Pattern] = "graph",
         pe: Optional[str] = "auto",
         pe_dim: int = 16,
-        dropout: float = 0.0,
+        dropout: Union[float, str] = "auto",
         task: str = "node",
         pool: str = "mean",
         virtual_node: bool = False,
@@ -273,11 +276,13 @@ class GraphTransformer(nn.Module):
         local_mpnn: bool = False,
         attn_kwargs: Optional[dict] = None,
         edge_attention: Optional[bool] = None,
-        max_degree: Optional[int] = None,
+        max_degree: Union[int, str, None] = "auto",
         jk: Optional[str] = None,
         normalization: Optional[str] = None,
     ):
         super().__init__()
+        num_layers, dropout, max_degree, pe = task_defaults(task, num_layers=num_layers, dropout=dropout,  # "auto"s
+                                                            max_degree=max_degree, pe=pe).values()
         self.in_channels = check_int("in_channels", in_channels, 1)
         self.hidden_channels = check_int("hidden_channels", hidden_channels, 1)
         self.out_channels = check_int("out_channels", out_channels, 1)
@@ -287,18 +292,14 @@ class GraphTransformer(nn.Module):
         if "normalization" in (attn_kwargs or {}):
             raise ValueError("pass the attention's normalization as GraphTransformer(normalization=...)")
         self.normalization = normalization or ("softmax" if self.pattern.keys_grow_with_size() else "sigmoid")
-        check_choice("task", task, TASKS)
-        pe = ("random_walk" if task == "graph" else None) if pe == "auto" else pe
-        if pe is not None:
-            check_choice("pe", pe, ("auto", *PE_ATTRS))
+        check_choice("pe", pe, (None, *PE_ATTRS))
         check_choice("pool", pool, tuple(POOLS))
         self.pe, self.pe_dim = pe, check_int("pe_dim", pe_dim, 1)
-        self.dropout, self.task, self.pool = float(dropout), task, pool
+        self.dropout, self.task, self.pool = check_float("dropout", dropout, 0.0, 1.0, high_open=True), task, pool
         self.max_distance = check_int("max_distance", max_distance, 1)
         self.local_mpnn = bool(local_mpnn)
         self.max_degree = None if max_degree is None else check_int("max_degree", max_degree, 1)
-        if jk is not None:
-            check_choice("jk", jk, JK_MODES)
+        check_choice("jk", jk, (None, *JK_MODES))
         # As in GraphGPS, edge features go to the local layer when there is one, and the attention
         # is plain: per-pair edge terms on a dense pattern would cost [pairs, heads, channels].
         # edge_attention=True keeps them in the attention beside the local layer (GPS with bond-aware attention).
@@ -310,7 +311,6 @@ class GraphTransformer(nn.Module):
         # than gathering [pairs, heads, channels] messages (the pairs stay the same, in the same order).
         self.dense_kernel = self.pattern == DENSE and not self.pair_features
         self._warned = set()  # what forward has computed for lack of model.transform, warned once each
-
         self.node_encoder = nn.Linear(in_channels, hidden_channels)
         self.pe_encoder = nn.Linear(pe_dim, hidden_channels) if pe is not None else None
         self.edge_encoder = nn.Linear(edge_dim, hidden_channels) if edge_dim is not None else None
@@ -324,12 +324,9 @@ class GraphTransformer(nn.Module):
             for _ in range(num_layers)
         )
         self.virtual_states = nn.Embedding(self.num_virtual, hidden_channels) if self.num_virtual else None
-        if virtual_node:
-            self.virtual_node = nn.Embedding(1, hidden_channels)
-            self.virtual_mlps = nn.ModuleList(mlp(hidden_channels, 2 * hidden_channels, hidden_channels, dropout)
-                                              for _ in range(num_layers - 1))
-        else:
-            self.virtual_node, self.virtual_mlps = None, None
+        self.virtual_node = nn.Embedding(1, hidden_channels) if virtual_node else None
+        self.virtual_mlps = nn.ModuleList(mlp(hidden_channels, 2 * hidden_channels, hidden_channels, dropout)
+                                          for _ in range(num_layers - 1)) if virtual_node else None
         self.jk = JumpingKnowledge(jk, hidden_channels, num_layers) if jk is not None else None
         readout_channels = hidden_channels * num_layers if jk == "cat" else hidden_channels
         self.norm = nn.LayerNorm(readout_channels)
@@ -348,10 +345,9 @@ class GraphTransformer(nn.Module):
                 module.reset_parameters()
         for layer in self.layers:
             layer.reset_parameters()
-        if self.virtual_states is not None:
-            nn.init.normal_(self.virtual_states.weight, std=0.02)
-        if self.degree_encoder is not None:
-            nn.init.normal_(self.degree_encoder.weight, std=0.02)
+        for embedding in (self.virtual_states, self.degree_encoder):
+            if embedding is not None:
+                nn.init.normal_(embedding.weight, std=0.02)
         if self.virtual_node is not None:
             nn.init.zeros_(self.virtual_node.weight)
             for net in self.virtual_mlps:
@@ -416,6 +412,11 @@ class GraphTransformer(nn.Module):
         return pairs, pair_attr, buckets
 
     @property
+    def full_graph_transform(self) -> Optional[BaseTransform]:
+        """What a whole graph needs before its subgraphs are sampled (the degree embedding's ``InDegree``)."""
+        return InDegree() if self.degree_encoder is not None else None
+
+    @property
     def explaining(self) -> bool:
         """Whether a PyG explainer is at work on an attention layer (an edge mask or message hooks
         set): the pairs then list the graph's edges first and take the edges kernel."""
@@ -436,9 +437,8 @@ class GraphTransformer(nn.Module):
             pe = positional_features(data, self.pe, self.pe_dim, batch, num_graphs, flip_signs=self.training,
                                      on_missing=lambda: self._warn_once(f"positional encodings (pe={self.pe!r})"))
             h = h + self.pe_encoder(pe.to(h.dtype))
-        if self.degree_encoder is not None:  # the graph's own in-degree, whatever the pattern attends
-            deg = degree(data.edge_index[1], num_nodes, dtype=torch.long).clamp_(max=self.max_degree)
-            h = h + self.degree_encoder(deg)
+        if self.degree_encoder is not None:  # the graph's in-degree (InDegree's where stored), whatever the pattern
+            h = h + self.degree_encoder(in_degree_of_batch(data, num_nodes).clamp(max=self.max_degree))
         edge_h = self.edge_encoder(edge_attr.to(h.dtype)) if edge_attr is not None else None
         if self.virtual_states is not None:  # example b's virtual nodes are rows N + b k .. N + b k + k - 1
             h = torch.cat([h, self.virtual_states.weight.repeat(num_graphs, 1)])

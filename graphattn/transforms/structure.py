@@ -28,7 +28,7 @@ from graphattn.utils.batch import Layout, graph_layout
 from graphattn.utils.checks import check_edge_index, check_graph_data, check_int, eager_only
 from graphattn.utils.edges import edge_keys
 
-__all__ = ["GraphStructure", "PAIR_ATTRS", "pattern_pairs", "pair_edge_ids", "pair_edge_ids_of_batch",
+__all__ = ["GraphStructure", "InDegree", "PAIR_ATTRS", "pattern_pairs", "pair_edge_ids", "pair_edge_ids_of_batch",
            "pattern_edge_attr", "shortest_path_buckets", "edge_fingerprint", "check_fingerprint"]
 
 #: the fields :class:`GraphStructure` adds to a ``Data``
@@ -219,6 +219,23 @@ def check_fingerprint(fingerprint: Optional[Tensor], edge_index: Tensor, ptr: Te
         raise ValueError(f"data.edge_index changed after model.transform computed the attention pairs (graph {b}: "
                          f"{n0} nodes and {e0} edges then, {n1} and {e1} now, or other edges): apply model.transform "
                          "to the changed data again")
+
+
+class InDegree(BaseTransform):
+    r"""Stores each node's in-degree on the whole graph as ``data.in_degree`` (long ``[N]``), the
+    count that a degree embedding (``GraphTransformer(max_degree=...)``) reads.
+
+    Apply it to the whole graph before sampling subgraphs of it: ``NeighborLoader`` slices node
+    fields, so every batch then carries the true degrees, where the batch's own edges count only
+    the sampled neighbours (and none for the nodes of the last hop) and would give training
+    degrees that full-graph inference never sees. :func:`~graphattn.graphs.fit_nodes` applies it.
+    """
+
+    def forward(self, data: Data) -> Data:
+        n = data.num_nodes
+        check_edge_index(data.edge_index, num_keys=n, num_queries=n, nodes="data.num_nodes")
+        data.in_degree = degree(data.edge_index[1], data.num_nodes, dtype=torch.long)
+        return data
 
 
 class GraphStructure(BaseTransform):

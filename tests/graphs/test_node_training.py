@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import networkx as nx
 import pytest
 import torch
 from torch_geometric.data import Data
@@ -56,11 +57,41 @@ def test_a_batch_that_takes_every_neighbour_equals_the_full_graph_model(graph, p
     torch.manual_seed(0)
     model = GraphTransformer(8, 16, 4, num_layers=2, num_heads=2, pattern=pattern, local_mpnn=True).eval()
     full = model(model.transform(graph.clone()))
-    loader = neighbor_loader(graph, [-1, -1], input_nodes=torch.arange(0, 240, 7), batch_size=20,
+    # the node defaults embed the degree: the whole graph's, as fit_nodes stores it before sampling
+    whole = model.full_graph_transform(graph.clone())
+    loader = neighbor_loader(whole, [-1, -1], input_nodes=torch.arange(0, 240, 7), batch_size=20,
                              transform=model.transform)
     for batch in loader:
         out = model(batch)[: batch.batch_size]
         torch.testing.assert_close(out, full[batch.n_id[: batch.batch_size]], atol=1e-5, rtol=1e-5)
+
+
+def test_sampled_batches_read_the_whole_graphs_degree_without_which_they_undercount(graph):
+    torch.manual_seed(0)
+    model = GraphTransformer(8, 16, 4, num_layers=2, num_heads=2, max_degree=64).eval()
+    expected = nx.DiGraph(graph.edge_index.t().tolist())
+    whole = model.full_graph_transform(graph.clone())
+    assert whole.in_degree.tolist() == [expected.in_degree(i) if i in expected else 0 for i in range(graph.num_nodes)]
+    full = model(model.transform(whole.clone()))
+    for source, equal in ((whole, True), (graph, False)):  # [3, 2] neighbours: the batch's own edges undercount
+        batch = next(iter(neighbor_loader(source, [3, 2], batch_size=40, transform=model.transform)))
+        seeds = batch.n_id[: batch.batch_size]
+        same = torch.allclose(model.embed(batch).h[: batch.batch_size], model.embed(model.transform(whole.clone())).h[seeds],
+                              atol=1e-6)
+        assert same == equal
+    assert GraphTransformer(8, 16, 4, max_degree=None).full_graph_transform is None
+    assert full.shape == (graph.num_nodes, 4)
+
+
+def test_a_stored_degree_must_be_one_integer_per_node(graph):
+    model = GraphTransformer(8, 16, 4, num_layers=1, num_heads=2)
+    data = model.transform(graph.clone())
+    data.in_degree = torch.ones(graph.num_nodes)
+    with pytest.raises(ValueError, match="in_degree"):
+        model(data)
+    data.in_degree = torch.ones(graph.num_nodes - 1, dtype=torch.long)
+    with pytest.raises(ValueError, match="in_degree"):
+        model(data)
 
 
 CASES = [("graph", {}), ("graph", {"jk": "cat", "max_degree": 3}), ("khop:2", {}), ("graph|expander:4:0|virtual:1", {}), ("khop:2|virtual:2", {"virtual_node": True}),
@@ -125,6 +156,7 @@ def test_fit_nodes_learns_from_the_neighbourhood(make, margin):
     graph = social_graph(1000, avg_degree=8, feature_dim=8, num_classes=4, seed=1)
     torch.manual_seed(0)
     result = fit_nodes(make(), graph, num_neighbors=[5, 5], epochs=8, lr=1e-2, batch_size=100)
+    assert "in_degree" not in graph  # the whole graph's degrees go on a copy
     centroids = torch.stack([graph.x[graph.train_mask & (graph.y == c)].mean(0) for c in range(4)])
     own = float((torch.cdist(graph.x, centroids).argmin(1) == graph.y)[graph.test_mask].float().mean())
     assert result["test"] > own + margin  # the features alone, by nearest class mean, do worse (0.39)

@@ -430,9 +430,9 @@ def test_pe_of_a_batch_is_each_graphs_own_in_any_edge_order(graphs, pe):
 
 
 def test_repr():
-    assert repr(model("khop:2")) == "GraphTransformer(5, 16, 3, num_layers=2, num_heads=4, pattern='khop:2', task='node')"
+    assert repr(model("khop:2")) == "GraphTransformer(5, 16, 3, num_layers=2, num_heads=4, pattern='khop:2', max_degree=16, task='node')"
     assert repr(model("gps")) == ("GraphTransformer(5, 16, 3, num_layers=2, num_heads=4, pattern='dense', "
-                                  "local_mpnn=True, task='node')")
+                                  "local_mpnn=True, max_degree=16, task='node')")
     assert repr(model().layers[0]) == "GraphTransformerLayer(16, num_heads=4)"
 
 

@@ -3,13 +3,46 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from graphattn.nn import GraphTransformer
+from graphattn.nn import GraphTransformer, task_defaults
 
 
-def test_defaults_need_only_the_data_sizes():
-    model = GraphTransformer(7, 64, 2)
-    assert model.num_layers == len(model.layers) == 4 and model.layers[0].attn.num_heads == 4
-    assert model.task == "node" and str(model.pattern) == "graph" and model.normalization == "sigmoid"
+@pytest.mark.parametrize("task, layers, dropout, max_degree", [("node", 8, 0.2, 16), ("graph", 4, 0.0, None)])
+def test_defaults_need_only_the_data_sizes_and_the_task_decides_four(task, layers, dropout, max_degree):
+    model = GraphTransformer(7, 64, 2, task=task)
+    assert model.num_layers == len(model.layers) == layers and model.layers[0].attn.num_heads == 4
+    assert str(model.pattern) == "graph" and model.normalization == "sigmoid" and model.dropout == dropout
+    assert model.layers[0].drop.p == model.head[2].p == dropout
+    assert model.max_degree == max_degree and (model.degree_encoder is None) == (max_degree is None)
+    assert GraphTransformer(7, 64, 2).task == "node"
+    torch.manual_seed(0)
+    explicit = GraphTransformer(7, 64, 2, task=task, num_layers=layers, dropout=dropout, max_degree=max_degree)
+    torch.manual_seed(0)
+    auto = GraphTransformer(7, 64, 2, task=task, num_layers="auto", dropout="auto", max_degree="auto")
+    assert all(torch.equal(a, b) for a, b in zip(auto.state_dict().values(), explicit.state_dict().values()))
+
+
+def test_each_task_default_can_be_overridden():
+    model = GraphTransformer(7, 64, 2, num_layers=2, dropout=0.0, max_degree=None)
+    assert (model.num_layers, model.dropout, model.degree_encoder) == (2, 0.0, None)
+    model = GraphTransformer(7, 64, 2, task="graph", num_layers=6, dropout=0.1, max_degree=5, pe=None)
+    assert (model.num_layers, model.dropout, model.max_degree, model.pe) == (6, 0.1, 5, None)
+
+
+@pytest.mark.parametrize("kwargs, error, name", [
+    ({"num_layers": "eight"}, TypeError, "num_layers"), ({"num_layers": 0}, ValueError, "num_layers"),
+    ({"dropout": 1.0}, ValueError, "dropout"), ({"dropout": "0.2"}, TypeError, "dropout"),
+    ({"max_degree": "many"}, TypeError, "max_degree"), ({"task": "edge"}, ValueError, "task")])
+def test_bad_task_defaults_are_refused_by_name(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        GraphTransformer(7, 64, 2, **kwargs)
+
+
+def test_task_defaults_replaces_only_auto():
+    assert task_defaults("node", num_layers="auto", dropout=0.5, pe="auto") == {"num_layers": 8, "dropout": 0.5,
+                                                                                 "pe": None}
+    assert task_defaults("graph", max_degree="auto", pe="auto") == {"max_degree": None, "pe": "random_walk"}
+    with pytest.raises(TypeError, match="num_heads"):
+        task_defaults("node", num_heads="auto")
 
 
 @pytest.mark.parametrize("pattern, expected", [
