@@ -39,7 +39,7 @@ from graphattn.graphs import Task, fit, public_data
 from graphattn.graphs.baselines import AttentiveFPModel, ResidualGNN
 from graphattn.graphs.datasets import ATOM_DIM, BOND_DIM
 from graphattn.graphs.fit import accuracy, binary_loss, fit_full_graph, rmse, roc_auc
-from graphattn.nn import GraphTransformer
+from graphattn.nn import TASK_DEFAULTS, GraphTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 # The seven sets of docs/real_graphs.md, run by default; --sets takes any other set the loaders read.
@@ -61,9 +61,13 @@ PUBLISHED = {
 # GraphTransformer rows: the defaults, then one named option each (issue 21: the data choose the defaults);
 # --models adds the ones a set does not run by default.
 SOFTMAX = {"normalization": "softmax"}  # the rows measured while softmax was the default, labelled with it
-GRAPHATTN_OPTIONS = {
-    "graphattn": {},  # sigmoid attention on the graph's edges; random-walk encodings on graph tasks
-    "graphattn-nope": {"pe": None},  # graph tasks without positional encodings: the defaults until this run
+# The node-task defaults before TASK_DEFAULTS (4 blocks, no dropout, no degree embedding), which every option row
+# below measured on the node sets; on graph tasks they are the defaults themselves. A row's label shows the
+# keywords that differ from its set's task defaults (label()).
+BEFORE = {"num_layers": 4, "dropout": 0.0, "max_degree": None}
+OPTIONS = {
+    "graphattn-4layers": {},  # the node defaults before this run: every option row's reference on node sets
+    "graphattn-nope": {"pe": None},  # graph tasks without positional encodings: the defaults until the run before
     "graphattn-softmax": SOFTMAX,
     "graphattn-dropout": {"dropout": 0.2},
     # no W_v, W_o: attention only weighs the propagation (GAT's one projection); Cora's probes
@@ -72,13 +76,11 @@ GRAPHATTN_OPTIONS = {
     "graphattn-8layers": {"num_layers": 8},  # depth alone, with sigmoid attention (measured with softmax before)
     "graphattn-sep": {"pattern": "graph:0"},  # Platonov et al.'s "-sep": the neighbours only, the residual the node
     "graphattn-degree": {"max_degree": 16},
-    # the heterophily recipe's parts, two at a time (minesweeper)
+    # the node defaults' parts, two at a time (minesweeper)
     "graphattn-8layers-dropout": {"num_layers": 8, "dropout": 0.2},
     "graphattn-8layers-degree": {"num_layers": 8, "max_degree": 16},
     "graphattn-rwpe": {"pe": "random_walk"},
     "graphattn-lappe": {"pe": "laplacian"},
-    # minesweeper's best combination in the probes (docs/real_graphs.md), the same on every node set
-    "graphattn-heterophily": {"num_layers": 8, "dropout": 0.2, "max_degree": 16},
     "graphattn-exphormer": {"pattern": "graph|expander:4:0|virtual:1"},  # softmax: the virtual node reads all
     "graphattn-add-pool": {"pool": "add"},  # molecules: a sum over atoms, as examples/molecules.py reads FreeSolv
     "graphattn-softmax-sep": {**SOFTMAX, "pattern": "graph:0"},
@@ -90,12 +92,16 @@ GRAPHATTN_OPTIONS = {
     "graphattn-softmax-unprojected": {**SOFTMAX, "attn_kwargs": {"project_values": False}},
     "graphattn-softmax-dropout-unprojected": {**SOFTMAX, "dropout": 0.2, "attn_kwargs": {"project_values": False}},
 }
+# GraphTransformer rows: the defaults (the task's, TASK_DEFAULTS), then one named option each against BEFORE
+# (issue 21: the data choose the defaults); --models adds the ones a set does not run by default.
+GRAPHATTN_OPTIONS = {"graphattn": {}, **{conv: {**BEFORE, **kwargs} for conv, kwargs in OPTIONS.items()}}
 # GPS (pattern="dense", local_mpnn=True) with the bonds in its local layer only, or in its attention too.
 GPS_ROWS = ("graphattn-gps", "graphattn-gps-edges")
-HETERO_MODELS = ("gcn", "sage", "gat", "graphattn", "graphattn-softmax")
+# graphattn-4layers: the node defaults before TASK_DEFAULTS, which every node option row changes one keyword of
+HETERO_MODELS = ("gcn", "sage", "gat", "graphattn", "graphattn-4layers", "graphattn-softmax")
 # A set's own rows where it has some: minesweeper's published table also has the "-sep" models.
 MODELS = {"minesweeper": HETERO_MODELS[:3] + ("gat-sep", "gt-sep") + HETERO_MODELS[3:], "hetero": HETERO_MODELS,
-          "planetoid": ("gcn", "gat", "graphattn", "graphattn-softmax"),
+          "planetoid": ("gcn", "gat", "graphattn", "graphattn-4layers", "graphattn-softmax"),
           "molecule": ("gcn", "gat", "attentivefp", "graphattn", "graphattn-nope"),
           "social": ("sage", "sgformer", "polynormer")}
 # What changed against the published protocols, for 2 CPU cores: see docs/real_graphs.md.
@@ -325,13 +331,22 @@ def unit(name: str) -> str:
 
 
 LABELS = {"gcn": "GCN", "sage": "SAGE", "gat": "GAT", "gat-sep": "GAT-sep", "gt-sep": "GT-sep",
-          "attentivefp": "AttentiveFP", "sgformer": "PyG SGFormer", "polynormer": "PyG Polynormer", "graphattn": "graphattn GraphTransformer (defaults)",
-          # "|" escaped: a pattern's union would split the markdown table's cell
-          **{conv: "graphattn, " + ", ".join(f"`{k}={v!r}`".replace("'", '"').replace("|", "\\|")
-                                             for k, v in kwargs.items())
-             for conv, kwargs in GRAPHATTN_OPTIONS.items() if kwargs},
+          "attentivefp": "AttentiveFP", "sgformer": "PyG SGFormer", "polynormer": "PyG Polynormer",
+          "graphattn": "graphattn GraphTransformer (defaults)",
           "graphattn-gps": "graphattn GPS (`pattern=\"dense\", local_mpnn=True`): bonds in the local layer only",
           "graphattn-gps-edges": "graphattn GPS, `edge_attention=True`: bonds in the local layer and the attention"}
+
+
+def label(name: str, conv: str) -> str:
+    """A row's name in the set's table: its keywords, where ``BEFORE``'s show only if they differ from
+    the set's task defaults (``TASK_DEFAULTS``: on node sets they are what changed, on molecules nothing)."""
+    if conv in LABELS:
+        return LABELS[conv]
+    defaults = TASK_DEFAULTS["graph" if kind(name) == "molecule" else "node"]
+    shown = {k: v for k, v in GRAPHATTN_OPTIONS[conv].items() if k not in BEFORE or defaults[k] != v}
+    # "|" escaped: a pattern's union would split the markdown table's cell
+    return "graphattn, " + (", ".join(f"`{k}={v!r}`".replace("'", '"').replace("|", "\\|") for k, v in shown.items())
+                            or "the defaults' options")
 
 
 def table(name: str, rows: dict) -> list[str]:
@@ -347,7 +362,7 @@ def table(name: str, rows: dict) -> list[str]:
         mean, std = summary(name, runs)
         published = PUBLISHED.get(name, {}).get(conv)
         step = statistics.median(r["step_seconds"] for r in runs)
-        lines.append(f"| {LABELS[conv]} | {'' if published is None else published} | {mean:.{digits}f} ± {std:.{digits}f} "
+        lines.append(f"| {label(name, conv)} | {'' if published is None else published} | {mean:.{digits}f} ± {std:.{digits}f} "
                      f"| {len(runs)} | {step:.3f} | {row['peak_mib']:.0f} | {runs[0]['params']:,} |")
     return lines + [""]
 

@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
+from graphattn.nn import TASK_DEFAULTS
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "real_graphs.py"
 
@@ -28,10 +30,23 @@ def test_every_option_row_builds_the_model_it_names(bench):
     for conv, kwargs in bench.GRAPHATTN_OPTIONS.items():
         model, prepared = bench.node_model("chameleon_filtered", conv, data, bench.PROTOCOLS["hetero"])
         assert model(prepared).shape == (6, 3)
-        for key, value in kwargs.items():
-            assert f"`{key}=" in bench.LABELS[conv] or not value
-        if "num_layers" in kwargs:
-            assert model.num_layers == kwargs["num_layers"]
+        defaults = TASK_DEFAULTS["node"]
+        for key, value in kwargs.items():  # shown unless it is one of the old node defaults the set's defaults keep
+            assert (f"`{key}={value!r}`".replace("'", '"') in bench.label("chameleon_filtered", conv)
+                    ) == (key not in bench.BEFORE or defaults[key] != value) or "|" in str(value)
+        assert model.num_layers == kwargs.get("num_layers", defaults["num_layers"])
+        assert model.max_degree == kwargs.get("max_degree", defaults["max_degree"])
+        assert model.dropout == kwargs.get("dropout", defaults["dropout"])
+
+
+@pytest.mark.parametrize("name, conv, expected", [
+    ("minesweeper", "graphattn", "graphattn GraphTransformer (defaults)"),
+    ("minesweeper", "graphattn-8layers", "graphattn, `dropout=0.0`, `max_degree=None`"),
+    ("cora", "graphattn-jk", 'graphattn, `num_layers=4`, `dropout=0.0`, `max_degree=None`, `jk="cat"`'),
+    ("BACE", "graphattn-jk", 'graphattn, `jk="cat"`'), ("BACE", "graphattn-8layers", "graphattn, `num_layers=8`"),
+    ("Lipo", "graphattn-nope", "graphattn, `pe=None`")])
+def test_labels_name_what_a_row_changed_against_its_tasks_defaults(bench, name, conv, expected):
+    assert bench.label(name, conv) == expected
 
 
 def test_quick_runs_the_baselines_and_the_defaults_and_models_adds_rows(bench):
@@ -58,7 +73,7 @@ def test_every_kept_row_renders_with_its_label(bench, kept):
         order = bench.usual_rows(name) + bench.option_rows(name)
         assert set(set_rows) <= set(order), f"{kept} {name}: rows no table shows"
         lines = bench.table(name, set_rows)
-        assert len(lines) == 4 + len(set_rows) + 1 and all(bench.LABELS[conv] in "".join(lines) for conv in set_rows)
+        assert len(lines) == 4 + len(set_rows) + 1 and all(bench.label(name, conv) in "".join(lines) for conv in set_rows)
 
 
 def test_render_rewrites_the_tables_between_the_markers(tmp_path):
@@ -75,7 +90,7 @@ def test_render_rewrites_the_tables_between_the_markers(tmp_path):
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "| GCN | 81.5 | 50.00 ± 0.00 | 2 |" in text
-    assert '| graphattn, `jk="cat"` |  | 50.00 ± 0.00 | 1 |' in text
+    assert '| graphattn, `num_layers=4`, `dropout=0.0`, `max_degree=None`, `jk="cat"` |  | 50.00 ± 0.00 | 1 |' in text
 
 
 def test_another_epoch_budget_keeps_its_own_rows_and_says_so(tmp_path, bench):
@@ -144,7 +159,6 @@ def test_molecule_rows_are_the_defaults_with_and_without_positional_encodings(be
     proto = bench.PROTOCOLS["molecules"]
     assert bench.molecule_model("graphattn", proto).pe == "random_walk"  # the graph-task default
     assert bench.molecule_model("graphattn-nope", proto).pe is None
-    assert bench.LABELS["graphattn-nope"] == "graphattn, `pe=None`"
     assert {"graphattn", "graphattn-nope"} <= set(bench.usual_rows("BACE"))
 
 
