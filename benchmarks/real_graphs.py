@@ -145,7 +145,7 @@ def protocol(name: str) -> dict:
 
 def rows_to_run(name: str, models: tuple = (), quick: bool = False, only: tuple = ()) -> tuple:
     """A set's rows: its usual ones and the option rows named in ``models``. ``quick`` keeps the
-    baselines and graphattn's defaults only (8 minutes here);
+    baselines and graphattn's defaults only (about 10 minutes here);
     ``only`` names exactly the rows to run, those of the set's kind (a node set has no AttentiveFP)."""
     if only:
         runnable = usual_rows(name) + option_rows(name)
