@@ -292,7 +292,7 @@ class GraphTransformer(nn.Module):
         if "normalization" in (attn_kwargs or {}):
             raise ValueError("pass the attention's normalization as GraphTransformer(normalization=...)")
         self.normalization = normalization or ("softmax" if self.pattern.keys_grow_with_size() else "sigmoid")
-        check_choice("pe", pe, (None, *PE_ATTRS))
+        check_choice("pe", pe, (None, "auto", *PE_ATTRS))  # "auto" was resolved above: named for the message
         check_choice("pool", pool, tuple(POOLS))
         self.pe, self.pe_dim = pe, check_int("pe_dim", pe_dim, 1)
         self.dropout, self.task, self.pool = check_float("dropout", dropout, 0.0, 1.0, high_open=True), task, pool

@@ -28,4 +28,7 @@ def task_defaults(task: str, **options) -> dict:
     if unknown:
         raise TypeError(f"task_defaults() has no task default for {sorted(unknown)}; "
                         f"choices: {sorted(TASK_DEFAULTS[task])}")
+    for key, value in options.items():
+        if isinstance(value, str) and value != "auto" and not isinstance(TASK_DEFAULTS["graph"][key], str):
+            raise TypeError(f"{key} must be a number, None or \"auto\", got {value!r}")
     return {k: TASK_DEFAULTS[task][k] if isinstance(v, str) and v == "auto" else v for k, v in options.items()}

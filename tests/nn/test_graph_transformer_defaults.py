@@ -43,6 +43,10 @@ def test_task_defaults_replaces_only_auto():
     assert task_defaults("graph", max_degree="auto", pe="auto") == {"max_degree": None, "pe": "random_walk"}
     with pytest.raises(TypeError, match="num_heads"):
         task_defaults("node", num_heads="auto")
+    with pytest.raises(TypeError, match='num_layers must be a number, None or "auto"'):
+        task_defaults("graph", num_layers="deep")
+    with pytest.raises(ValueError, match="pe must be one of .*auto"):
+        GraphTransformer(7, 64, 2, pe="random-walk")
 
 
 @pytest.mark.parametrize("pattern, expected", [
