@@ -192,8 +192,8 @@ def fit_nodes(model: nn.Module, data, num_neighbors: Sequence[int] = (10, 5), ep
     ``batch_size / W`` of them a step (the model's ``transform``, if it has one, runs on each
     subgraph; its ``full_graph_transform``, if any, once on the whole graph before, so that a degree
     embedding reads true degrees), with AdamW and cross-entropy on the seed nodes. Every
-    ``eval_every`` epochs the model is scored on the whole graph (:func:`full_graph_logits`); the test accuracy is the one
-    at the best validation accuracy. A model with an ``epoch_hook(epoch, epochs)`` method (e.g.
+    ``eval_every`` epochs the model is scored on the whole graph (:func:`full_graph_logits`); the
+    test accuracy is the one at the best validation accuracy. A model with an ``epoch_hook(epoch, epochs)`` method (e.g.
     Polynormer's switch from local to global attention) is called before each epoch.
 
     Returns:

@@ -43,6 +43,8 @@ POOLS = {"mean": global_mean_pool, "add": global_add_pool, "max": global_max_poo
 #: jumping knowledge (Xu et al. 2018) over the blocks' outputs, by PyG's ``JumpingKnowledge`` mode names
 JK_MODES = ("cat", "max")
 DENSE = P.dense()
+
+
 class GraphTransformerLayer(nn.Module):
     r"""A pre-norm transformer block on a graph, optionally with a local message-passing layer.
 
@@ -167,9 +169,8 @@ class GraphTransformer(nn.Module):
     state (a learned vector at the input) goes through every block like a node's and is dropped
     before the head.
 
-    ``"auto"`` arguments are the task's (:data:`~graphattn.nn.task_defaults.TASK_DEFAULTS`, chosen on
-    docs/real_graphs.md's benchmarks): node tasks get 8 blocks, dropout 0.2, a degree embedding
-    and no positional encoding; graph tasks 4 blocks, no dropout or degree, random-walk encodings.
+    ``"auto"`` arguments are the task's (:data:`~graphattn.nn.task_defaults.TASK_DEFAULTS`): node tasks get 8
+    blocks, dropout 0.2, a degree embedding and no positional encoding; graph tasks 4 blocks and random walks.
 
     ``model.transform`` is the PyG transform that computes, once per graph, what the model reads:
     the positional encoding (when ``pe`` is set, as by default for graph tasks), then what the
@@ -235,10 +236,9 @@ class GraphTransformer(nn.Module):
         edge_attention (bool, optional): whether the edge features bias the attention's scores and
             values; :obj:`None` means yes without ``local_mpnn`` and no with it (GraphGPS), ``True``
             with ``local_mpnn`` gives them to both. (default: :obj:`None`)
-        max_degree (int or str, optional): degree encoding: a learned vector for each in-degree
-            ``0 .. max_degree`` (larger ones clipped) added to every node's input, so that attention
-            that averages still knows how many neighbours a node has; :obj:`None` turns it off;
-            ``"auto"``: 16 for node tasks, off for graph tasks. (default: :obj:`"auto"`)
+        max_degree (int or str, optional): a learned vector per in-degree ``0 .. max_degree`` (larger ones
+            clipped) added to every node's input, so that attention that averages still knows how many
+            neighbours a node has; :obj:`None`: off; ``"auto"``: 16 (node), off (graph). (default: :obj:`"auto"`)
         jk (str, optional): jumping knowledge over the blocks' outputs, ``"cat"`` or ``"max"``
             (PyG's :class:`~torch_geometric.nn.models.JumpingKnowledge`); :obj:`None` reads the
             last block only. (default: :obj:`None`)
