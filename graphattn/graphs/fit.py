@@ -153,7 +153,8 @@ def roc_auc(pred: Tensor, target: Tensor) -> float:
     from scipy.stats import rankdata
 
     score = pred[:, -1] - pred[:, 0] if pred.dim() == 2 and pred.size(1) == 2 else pred.reshape(-1)
-    target = target.reshape(-1)
+    # ranked by scipy, on the CPU: a model trained on a GPU is scored from the same code
+    score, target = score.detach().cpu(), target.reshape(-1).cpu()
     if target.is_floating_point():
         labelled = ~target.isnan()
         score, target = score[labelled], target[labelled]
@@ -161,7 +162,7 @@ def roc_auc(pred: Tensor, target: Tensor) -> float:
     positives, negatives = int(target.sum()), int((~target).sum())
     if positives == 0 or negatives == 0:
         raise ValueError(f"roc_auc needs both classes in target, got {positives} positives and {negatives} negatives")
-    ranks = torch.from_numpy(rankdata(score.detach().double().numpy()))
+    ranks = torch.from_numpy(rankdata(score.double().numpy()))
     return float((ranks[target].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
