@@ -158,14 +158,15 @@ def test_graph_transformer_trains_in_bf16_on_cuda():
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.03)
 
 
-@pytest.mark.parametrize("pattern", ["graph", "khop:2", "dense", "gps"])
-def test_graph_transformer_matches_cpu(pattern):
+@pytest.mark.parametrize("options", [{"pattern": "graph"}, {"pattern": "khop:2"}, {"pattern": "dense"},
+                                     {"pattern": "dense", "local_mpnn": True}])  # the last: GPS
+def test_graph_transformer_matches_cpu(options):
     from torch_geometric.loader import DataLoader
 
     torch.manual_seed(0)
     batch = next(iter(DataLoader(neighbors_match(3, 8, seed=0), batch_size=8)))
-    model = GraphTransformer(batch.x.size(1), 32, 8, 2, 4, pattern=pattern, task="node").eval()
-    gpu = GraphTransformer(batch.x.size(1), 32, 8, 2, 4, pattern=pattern, task="node").cuda().eval()
+    model = GraphTransformer(batch.x.size(1), 32, 8, 2, 4, task="node", **options).eval()
+    gpu = GraphTransformer(batch.x.size(1), 32, 8, 2, 4, task="node", **options).cuda().eval()
     gpu.load_state_dict(model.state_dict())
     torch.testing.assert_close(gpu(batch.cuda()).cpu(), model(batch.cpu()), rtol=1e-4, atol=1e-4)
 
@@ -178,3 +179,25 @@ def test_training_on_cuda_in_fp32_and_bf16(tmp_path):
     bf16 = train(config.replace(out=str(tmp_path / "bf16"), device="cuda", precision="bf16"))
     assert gpu.losses == pytest.approx(cpu.losses, rel=1e-4)
     assert bf16.losses == pytest.approx(cpu.losses, rel=0.03)
+
+
+def test_full_graph_training_and_roc_auc_on_cuda():
+    from torch_geometric.data import Data
+
+    from graphattn.graphs.baselines import ResidualGNN
+    from graphattn.graphs.fit import fit_full_graph, roc_auc
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(500, generator=g), torch.randint(0, 2, (500,), generator=g)
+    assert roc_auc(pred.cuda(), target.cuda()) == roc_auc(pred, target)
+    n = 300
+    data = Data(x=torch.randn(n, 8, generator=g), edge_index=torch.randint(0, n, (2, 1200), generator=g),
+                y=torch.randint(0, 2, (n,), generator=g))
+    data.train_mask, data.val_mask, data.test_mask = (torch.arange(n) % 3 == k for k in range(3))
+    runs = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = ResidualGNN(8, 32, 1, 2, "gat-sep", dropout=0.0).to(device)
+        runs[device] = fit_full_graph(model, data.to(device), metric=roc_auc, steps=5, lr=1e-3)
+    assert runs["cuda"]["val"] == pytest.approx(runs["cpu"]["val"], abs=1e-3)
+    assert runs["cuda"]["test"] == pytest.approx(runs["cpu"]["test"], abs=1e-3)
