@@ -356,11 +356,11 @@ def main() -> None:
         DEVICE, SMOKE = "cpu", True
     elif not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA GPU (torch.cuda.is_available() is False)")
-    import torch._dynamo
+    from torch import _dynamo  # "import torch._dynamo" here would make torch a local name of main
 
     # Every pattern form and shape below compiles FlexAttention once: more than torch.compile's default
     # of 8 per function, past which it would quietly fall back to the unfused reference implementation.
-    torch._dynamo.config.recompile_limit = 64
+    _dynamo.config.recompile_limit = 64
     torch.set_num_threads(min(8, torch.get_num_threads()))
     header = {
         "gpu": "CPU (--smoke)" if SMOKE else torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
