@@ -257,8 +257,29 @@ def _edge_weights(query, key, edge_index, scale, bias) -> Tensor:
         return edge_softmax(layout.rowptr, layout.row, scores).to(query.dtype)
 
 
+# Tiles that fit any CUDA GPU's shared memory, forward (BLOCK_M/N) and backward (BLOCK_M1/N1/M2/N2).
+SMALL_TILES = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32,
+               "num_stages": 1}
+
+
+def _fitting(attend):
+    """``attend``, retried with :data:`SMALL_TILES` where Triton's default tiles need more shared
+    memory than the GPU has: seen on an H200 (torch 2.11) in fp32 for graph and BigBird masks, whose
+    edge-table lookups inductor fuses into the kernel ("out of resource ... Reducing block sizes or
+    num_stages may help", pytorch/pytorch#133254). The default tiles stay where they fit: they are faster."""
+    def call(*args, **kwargs):
+        try:
+            return attend(*args, **kwargs)
+        except Exception as error:  # inductor's InductorError, whose module differs between torch builds
+            if "out of resource" not in str(error) or "kernel_options" in kwargs:
+                raise
+            return attend(*args, kernel_options=SMALL_TILES, **kwargs)
+    return call
+
+
 def _attend(attend, query, key, value, score_mod, block_mask, scale, has_key: bool):
     """``(out [N_q, H, D_v], has_key [N_q] or None)`` from FlexAttention on the packed batch."""
+    attend = _fitting(attend)
     q, k, v = (x.transpose(0, 1).unsqueeze(0) for x in (query, key, value))  # (1, H, N, D)
     if not has_key:
         return attend(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)[0].transpose(0, 1), None

@@ -295,3 +295,25 @@ def test_layer_on_flex_compiled_equals_edges_backend():
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert torch.equal(flex_pairs, pairs)
     torch.testing.assert_close(flex_alpha, alpha, rtol=1e-5, atol=1e-6)
+
+
+def test_tiles_that_do_not_fit_are_retried_smaller():
+    from graphattn.ops.flex import SMALL_TILES, _fitting
+
+    calls = []
+
+    def attend(*args, **kwargs):  # inductor's refusal on the first call, as an H200 gave it for BigBird in fp32
+        calls.append(kwargs.get("kernel_options"))
+        if len(calls) == 1:
+            raise RuntimeError("No valid triton configs. OutOfMemoryError: out of resource: "
+                               "triton_tem_fused_flex_attention_0 Required: 307712 Hardware limit:232448")
+        return "out"
+
+    assert _fitting(attend)(1, scale=0.5) == "out"
+    assert calls == [None, SMALL_TILES]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something else")
+
+    with pytest.raises(RuntimeError, match="something else"):  # any other error is the caller's
+        _fitting(broken)(1)
