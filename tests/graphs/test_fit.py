@@ -1,4 +1,5 @@
 """Full-batch training, ROC-AUC and the Platonov et al. / AttentiveFP baselines, against independent references."""
+import copy
 import itertools
 
 import pytest
@@ -128,3 +129,19 @@ def test_graph_task_pools_each_graph_and_attentivefp_reads_bonds():
     changed = batch.clone()
     changed.edge_attr = torch.randn_like(changed.edge_attr)
     assert not torch.allclose(fp(changed), out)
+
+
+@pytest.mark.parametrize("optimizer, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_full_graph_weight_decay_is_l2_or_decoupled(optimizer, cls):
+    data = two_communities()
+    torch.manual_seed(0)
+    model = ResidualGNN(4, 8, 2, 1, "gcn", dropout=0.0)
+    reference = copy.deepcopy(model)
+    fit_full_graph(model, data, metric=accuracy, steps=1, lr=0.1, weight_decay=0.5, optimizer=optimizer)
+    step = cls(reference.parameters(), lr=0.1, weight_decay=0.5)  # torch's own, on the same loss
+    node_loss(reference(data)[data.train_mask[:, 0]], data.y[data.train_mask[:, 0]]).backward()
+    step.step()
+    for got, want in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="optimizer"):
+        fit_full_graph(model, data, steps=1, optimizer="sgd")
