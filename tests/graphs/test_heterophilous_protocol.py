@@ -1,6 +1,5 @@
 """benchmarks/heterophilous_protocol.py: Platonov et al.'s rule (the layer count of the best mean validation
 over the splits run at every count), its job order, a job against fit_full_graph run directly, and --resume."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,11 +17,8 @@ SCRIPT = ROOT / "benchmarks" / "heterophilous_protocol.py"
 
 
 @pytest.fixture(scope="module")
-def proto():
-    spec = importlib.util.spec_from_file_location("heterophilous_protocol", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def proto(load_script):
+    return load_script("benchmarks/heterophilous_protocol.py")
 
 
 def run(split, layers, val, test):

@@ -1,6 +1,5 @@
 """benchmarks/real_graphs.py: every GraphTransformer option row builds, and --render rewrites the doc's
 tables from the kept rows without training (the command whose output docs/real_graphs.md is)."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,11 +16,8 @@ SCRIPT = ROOT / "benchmarks" / "real_graphs.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("real_graphs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("benchmarks/real_graphs.py")
 
 
 def test_every_option_row_builds_the_model_it_names(bench):
@@ -43,6 +39,7 @@ def test_every_option_row_builds_the_model_it_names(bench):
     ("minesweeper", "graphattn", "graphattn GraphTransformer (defaults)"),
     ("minesweeper", "graphattn-8layers", "graphattn, `dropout=0.0`, `max_degree=None`"),
     ("cora", "graphattn-jk", 'graphattn, `num_layers=4`, `dropout=0.0`, `max_degree=None`, `jk="cat"`'),
+    ("squirrel_filtered", "graphattn-defaults-rwpe", 'graphattn, `pe="random_walk"`'),
     ("BACE", "graphattn-jk", 'graphattn, `jk="cat"`'), ("BACE", "graphattn-8layers", "graphattn, `num_layers=8`"),
     ("Lipo", "graphattn-nope", "graphattn, `pe=None`")])
 def test_labels_name_what_a_row_changed_against_its_tasks_defaults(bench, name, conv, expected):
@@ -162,14 +159,12 @@ def test_molecule_rows_are_the_defaults_with_and_without_positional_encodings(be
     assert {"graphattn", "graphattn-nope"} <= set(bench.usual_rows("BACE"))
 
 
-def test_cora_attention_variants_are_what_they_claim():
+def test_cora_attention_variants_are_what_they_claim(load_script):
     # benchmarks/cora_attention.py: "uniform" keeps W_q, W_k at zero through training, so every
     # neighbour (self loop included) weighs 1 / in-degree; "unprojected" has no W_v, W_o.
     from torch_geometric.utils import add_self_loops, degree
 
-    spec = importlib.util.spec_from_file_location("cora_attention", ROOT / "benchmarks" / "cora_attention.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/cora_attention.py")
     torch.manual_seed(0)
     data = Data(x=torch.rand(7, 5), edge_index=torch.tensor([[0, 1, 2, 3, 4, 5, 6, 0], [1, 2, 3, 4, 5, 6, 0, 3]]))
     uniform = module.AttentionGAT(5, 3, "uniform", hidden=16)
