@@ -94,7 +94,13 @@ OPTIONS = {
 }
 # GraphTransformer rows: the defaults (the task's, TASK_DEFAULTS), then one named option each against BEFORE
 # (issue 21: the data choose the defaults); --models adds the ones a set does not run by default.
-GRAPHATTN_OPTIONS = {"graphattn": {}, **{conv: {**BEFORE, **kwargs} for conv, kwargs in OPTIONS.items()}}
+# Options measured on today's defaults (the task's), labelled with their own keywords only.
+ON_DEFAULTS = {
+    "graphattn-defaults-rwpe": {"pe": "random_walk"},
+    "graphattn-defaults-lappe": {"pe": "laplacian"},
+}
+GRAPHATTN_OPTIONS = {"graphattn": {}, **{conv: {**BEFORE, **kwargs} for conv, kwargs in OPTIONS.items()},
+                     **ON_DEFAULTS}
 # GPS (pattern="dense", local_mpnn=True) with the bonds in its local layer only, or in its attention too.
 GPS_ROWS = ("graphattn-gps", "graphattn-gps-edges")
 # graphattn-4layers: the node defaults before TASK_DEFAULTS, which every node option row changes one keyword of
