@@ -217,7 +217,9 @@ def run_node(name: str, conv: str, data_dir, quick: bool, splits: int | None = N
         for seed in range(QUICK["seeds"] if quick else proto["seeds"]):
             torch.manual_seed(seed)
             model, d = node_model(name, conv, data, proto)
-            results.append(fit_full_graph(model, d, 0, metric, steps=proto["steps"], lr=lr, weight_decay=wd))
+            # Adam with an L2 penalty, as both papers: AdamW's decoupled 5e-4 had cost GAT 1.1 points (81.90 against 83.02)
+            results.append(fit_full_graph(model, d, 0, metric, steps=proto["steps"], lr=lr, weight_decay=wd,
+                                          optimizer="adam"))
         return results
     proto = protocol(name)
     for split in range(QUICK["splits"] if quick else splits or proto["splits"]):
