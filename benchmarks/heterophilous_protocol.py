@@ -153,6 +153,8 @@ def main() -> None:
     if args.render:
         store = json.loads(path.read_text())
     else:
+        if path.is_file() and not args.resume:  # a run never overwrites another
+            raise SystemExit(f"{path} holds a run: --resume continues it, or name another --results")
         try:
             graphs = {n: public_data.heterophilous(n, args.data) for n in args.sets}
         except FileNotFoundError as error:  # it says where the files come from

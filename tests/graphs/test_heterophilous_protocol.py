@@ -66,3 +66,11 @@ def test_resume_refuses_another_protocol(tmp_path):
     assert done.returncode != 0
     present = (data / "heterophilous" / "minesweeper.npz").is_file()
     assert ("another protocol" if present else "the files come from") in done.stderr
+
+
+def test_a_run_never_overwrites_another(tmp_path):
+    results = tmp_path / "r.json"
+    results.write_text("{}")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path), "--results", str(results)],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "holds a run" in done.stderr and results.read_text() == "{}"

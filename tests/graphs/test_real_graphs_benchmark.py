@@ -229,3 +229,18 @@ def test_sets_beyond_the_seven_run_with_their_kind_of_protocol(tmp_path, bench):
     assert bench.set_order({"Tox21": {}, "social": {}, "cora": {}}) == ["cora", "Tox21", "social"]
     unknown = subprocess.run([sys.executable, str(SCRIPT), "--sets", "texas"], capture_output=True, text=True)
     assert unknown.returncode == 2 and "invalid choice: 'texas'" in unknown.stderr
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "planetoid").is_dir(), reason="needs ../shared/data")
+def test_a_run_keeps_the_rows_it_does_not_run(tmp_path):
+    results = tmp_path / "rows.json"
+    kept = {"BACE": json.loads((ROOT / "docs" / "real_graphs.json").read_text())["BACE"]}
+    results.write_text(json.dumps(kept))
+    command = [sys.executable, str(SCRIPT), "--quick", "--sets", "cora", "--rows", "gcn", "--results", str(results),
+               "--out", str(tmp_path / "t.md"), "--data", str(ROOT.parent / "shared" / "data")]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stored = json.loads(results.read_text())
+    assert stored["BACE"] == kept["BACE"] and list(stored["cora"]) == ["gcn"]  # without --resume: nothing lost
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert "is replaced by this run's" in again.stderr and json.loads(results.read_text())["BACE"] == kept["BACE"]
