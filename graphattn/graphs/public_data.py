@@ -28,6 +28,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch_geometric.data import Data
 from torch_geometric.datasets import HeterophilousGraphDataset, MoleculeNet, Planetoid
 from torch_geometric.utils import to_undirected
@@ -94,6 +95,15 @@ def _source(data: Optional[_Path], folder: str, names: Sequence[str]) -> list[Pa
     return paths
 
 
+def _lock(folder: Path) -> FileLock:
+    """A lock on one data set's cache folder, held while its raw files are placed and PyG's class
+    processes or reads them: benchmark processes started together would otherwise copy the same
+    files and write the same processed file at once (one process's copy vanishing under the other's
+    rename). ``filelock`` (a torch dependency) works across processes on POSIX and Windows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / ".lock"))
+
+
 def _place(paths: Sequence[Path], raw_dir: Path, unpack: bool = False) -> bool:
     """Copy the raw files where a PyG dataset looks for them (``unpack``: a ``.gz`` unpacked, as PyG
     unpacks what it downloads): once, and again when a file changed (its size or modification time;
@@ -130,8 +140,9 @@ def heterophilous(name: str, data: Optional[_Path] = None, cache: Optional[_Path
     (path,) = _source(data, "heterophilous", [f"{name}.npz"])
     if name in _PYG_HETEROPHILOUS:  # PyG's class reads <root>/<name>/raw/<name>.npz
         root = cache_dir(cache) / "heterophilous"
-        changed = _place([path], root / name / "raw")
-        graph = HeterophilousGraphDataset(str(root), name, force_reload=changed)[0]
+        with _lock(root / name):
+            changed = _place([path], root / name / "raw")
+            graph = HeterophilousGraphDataset(str(root), name, force_reload=changed)[0]
         graph.x = graph.x.float()  # as the hand-read graphs: some files store float16 features
         return graph
     # The chameleon/squirrel graphs are not among the names HeterophilousGraphDataset accepts (PyG 2.8),
@@ -153,8 +164,9 @@ def planetoid(name: str, data: Optional[_Path] = None, cache: Optional[_Path] = 
     name = _canonical("Planetoid", name, PLANETOID)
     paths = _source(data, "planetoid", [f"ind.{name.lower()}.{part}" for part in _PLANETOID_PARTS])
     root = cache_dir(cache) / "planetoid"
-    changed = _place(paths, root / name / "raw")
-    return Planetoid(str(root), name, split="public", force_reload=changed)[0]
+    with _lock(root / name):
+        changed = _place(paths, root / name / "raw")
+        return Planetoid(str(root), name, split="public", force_reload=changed)[0]
 
 
 def cora(data: Optional[_Path] = None, cache: Optional[_Path] = None) -> Data:
@@ -193,8 +205,9 @@ def moleculenet(name: str, data: Optional[_Path] = None, cache: Optional[_Path] 
         file = csv
     (path,) = _source(data, "moleculenet", [file])
     root = cache_dir(cache) / "moleculenet"
-    changed = _place([path], root / name.lower() / "raw", unpack=file != csv)
-    return MoleculeNet(str(root), name, from_smiles=_one_hot_smiles, force_reload=changed)
+    with _lock(root / name.lower()):
+        changed = _place([path], root / name.lower() / "raw", unpack=file != csv)
+        return MoleculeNet(str(root), name, from_smiles=_one_hot_smiles, force_reload=changed)
 
 
 def scaffold_split(smiles: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),

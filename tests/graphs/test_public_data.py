@@ -1,11 +1,13 @@
 """Public benchmark loaders: sizes, labels and split counts against the raw files read independently."""
 import csv
+import multiprocessing
 import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 
 from graphattn.graphs import public_data as D
 
@@ -102,6 +104,29 @@ def test_a_changed_raw_file_is_processed_again(tmp_path):
     before = processed.stat().st_mtime_ns
     assert_matches_npz(D.heterophilous("tolokers", data=tmp_path / "data1", cache=cache), new)
     assert processed.stat().st_mtime_ns == before
+
+
+def test_processes_sharing_a_cache_wait_for_each_other(tmp_path):
+    # Benchmark processes started together share one cache: without a lock they copied the same raw
+    # file through the same temporary name, and one rename found the file gone (FileNotFoundError).
+    path = tmp_path / "data" / "heterophilous" / "tolokers.npz"
+    _write_npz(path, 0)
+    cache, folder = tmp_path / "cache", tmp_path / "cache" / "heterophilous" / "tolokers"
+    folder.mkdir(parents=True)
+    fork = multiprocessing.get_context("fork")
+    load = dict(target=D.heterophilous, args=("tolokers", tmp_path / "data", cache))
+    with FileLock(str(folder / ".lock")):  # another process is placing the files
+        waiting = fork.Process(**load)
+        waiting.start()
+        waiting.join(3)
+        assert waiting.is_alive() and not (folder / "raw").exists()
+    together = [fork.Process(**load) for _ in range(3)]
+    for process in together:
+        process.start()
+    for process in [waiting, *together]:
+        process.join(120)
+        assert process.exitcode == 0
+    assert_matches_npz(D.heterophilous("tolokers", data=tmp_path / "data", cache=cache), path)
 
 
 @pytest.mark.parametrize("name", ("CiteSeer", "pubmed"))
