@@ -14,7 +14,8 @@ there from the data folder, into a cache folder (``cache``, else ``$GRAPHATTN_CA
 ``~/.cache/graphattn``), so that the class finds them and never downloads. The data folder is
 ``data``, else ``$GRAPHATTN_DATA``, else ``../shared/data`` beside the repository; its layout
 (``heterophilous/<name>.npz``, ``planetoid/ind.<name>.*``, ``moleculenet/<PyG's file name>``)
-and sources are in :data:`SOURCES`.
+and sources are in :data:`SOURCES`. Processes that share a cache (benchmarks started together) take
+turns on each data set's folder through a file lock.
 """
 from __future__ import annotations
 
