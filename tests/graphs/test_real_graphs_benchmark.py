@@ -40,6 +40,7 @@ def test_every_option_row_builds_the_model_it_names(bench):
     ("minesweeper", "graphattn-8layers", "graphattn, `dropout=0.0`, `max_degree=None`"),
     ("cora", "graphattn-jk", 'graphattn, `num_layers=4`, `dropout=0.0`, `max_degree=None`, `jk="cat"`'),
     ("squirrel_filtered", "graphattn-defaults-rwpe", 'graphattn, `pe="random_walk"`'),
+    ("cora", "graphattn-defaults-attn-dropout", 'graphattn, `attn_kwargs={"dropout": 0.2}`'),
     ("BACE", "graphattn-jk", 'graphattn, `jk="cat"`'), ("BACE", "graphattn-8layers", "graphattn, `num_layers=8`"),
     ("Lipo", "graphattn-nope", "graphattn, `pe=None`")])
 def test_labels_name_what_a_row_changed_against_its_tasks_defaults(bench, name, conv, expected):
