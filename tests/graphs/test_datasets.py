@@ -3,7 +3,6 @@ import re
 import sys
 
 import networkx as nx
-import numpy as np
 import pytest
 import torch
 
