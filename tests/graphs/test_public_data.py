@@ -123,9 +123,13 @@ def test_processes_sharing_a_cache_wait_for_each_other(tmp_path):
     together = [fork.Process(**load) for _ in range(3)]
     for process in together:
         process.start()
-    for process in [waiting, *together]:
-        process.join(120)
-        assert process.exitcode == 0
+    try:
+        for process in [waiting, *together]:
+            process.join(120)
+            assert process.exitcode == 0
+    finally:  # a process still waiting on a lock would outlive the test
+        for process in [waiting, *together]:
+            process.kill()
     assert_matches_npz(D.heterophilous("tolokers", data=tmp_path / "data", cache=cache), path)
 
 
